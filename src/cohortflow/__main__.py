@@ -1,0 +1,3 @@
+from cohortflow.cli import main
+
+main()

@@ -1,0 +1,51 @@
+"""Structured logs (structlog) that never contain a secret.
+
+A redaction processor masks any event field whose name looks like a credential, whatever the caller
+passed, so a careless ``log.info("x", client_secret=...)`` still prints only a prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_FIELD = re.compile(r"(secret|api_key|apikey|password|token|authorization|key$)", re.IGNORECASE)
+_KEY_LIKE = re.compile(r"\b(cf(?:rest|app|partner|dik))_[A-Za-z0-9_-]{8,}")
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return (value[:4] + "…") if len(value) > 4 else "…"
+    return "…"
+
+
+def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for name in list(event_dict):
+        if name != "event" and _SECRET_FIELD.search(name):
+            event_dict[name] = _mask(event_dict[name])
+        elif isinstance(event_dict[name], str):
+            event_dict[name] = _KEY_LIKE.sub(lambda m: m.group(1) + "_…", event_dict[name])
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", json: bool = False) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )

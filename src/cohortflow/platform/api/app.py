@@ -1,0 +1,30 @@
+"""The platform's ASGI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from cohortflow import __version__
+from cohortflow.platform.api.body import BodySizeLimit
+from cohortflow.platform.api.errors import install_error_handlers
+from cohortflow.platform.api.routes import health, partners, sdk, users
+from cohortflow.platform.runtime import PlatformRuntime
+
+
+def create_app(runtime: PlatformRuntime) -> FastAPI:
+    app = FastAPI(
+        title="cohortflow platform",
+        version=__version__,
+        description=(
+            "A Braze-compatible engagement platform: the partner cohort import API "
+            "(`/partners/{partner}/cohorts*`), the users API (`/users/*`) and an SDK ingestion endpoint."
+        ),
+        default_response_class=ORJSONResponse,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
+    for module in (health, partners, users, sdk):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,40 @@
+"""What a running platform process holds: settings, the database engine and the rate limiter.
+
+The same runtime serves the HTTP API, the operator CLI and the dashboard, so every entry point calls the
+same domain functions with the same engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, Engine
+
+from cohortflow.clock import Clock, utcnow
+from cohortflow.platform.store.engine import make_engine, migrate
+from cohortflow.settings import PlatformSettings
+
+
+@dataclass
+class PlatformRuntime:
+    settings: PlatformSettings
+    engine: Engine
+    clock: Clock = field(default=utcnow)
+
+    @classmethod
+    def open(cls, settings: PlatformSettings, *, run_migrations: bool = True) -> PlatformRuntime:
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        if run_migrations:
+            migrate(engine)
+        return cls(settings=settings, engine=engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One unit of work: all of it commits, or none of it does."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""Platform storage: the schema (one module), the engine factory and Alembic migrations."""

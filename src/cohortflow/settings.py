@@ -1,0 +1,90 @@
+"""The one typed settings object.
+
+Values come from ``COHORTFLOW_``-prefixed environment variables (nested sections use ``__``, e.g.
+``COHORTFLOW_PLATFORM__RATE_LIMIT_PER_HOUR``) and from an optional ``.env`` file. The documented flat
+names ``COHORTFLOW_PLATFORM_DATABASE_URL`` and ``COHORTFLOW_SYNC_STATE_URL`` are accepted as aliases because
+the issues and the README name them that way.
+
+Secrets, when a section has one, are :class:`pydantic.SecretStr`, so printing a settings object never shows them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PlatformSettings(BaseModel):
+    """The engagement platform (Braze role)."""
+
+    database_url: str = Field(
+        default_factory=lambda: f"sqlite:///{Path.cwd() / 'cohortflow-platform.db'}",
+        description="SQLAlchemy URL of the platform database (SQLite or PostgreSQL).",
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8480",
+        description="The REST endpoint shown to users (what Braze calls the workspace's REST endpoint).",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8480
+    rate_limit_per_hour: int = Field(
+        default=250_000, ge=1, description="Partner cohort import requests per partner per hour."
+    )
+    rate_limit_storage_uri: str = Field(
+        default="memory://",
+        description="Storage for the rate limiter (limits library URI: memory://, redis://host:port).",
+    )
+    cohort_lock_wait_seconds: float = Field(
+        default=10.0, gt=0, description="How long an import waits for another import into the same cohort."
+    )
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, description="Braze rejects payloads over 4 MB.")
+    audit_retention_days: int = Field(default=90, ge=1)
+    audit_unmatched_sample_size: int = Field(default=20, ge=0)
+    db_pool_size: int = Field(default=10, ge=1)
+
+
+class SyncSettings(BaseModel):
+    """The sync tool (Hightouch role)."""
+
+    state_url: str = Field(
+        default_factory=lambda: f"sqlite:///{Path.cwd() / 'cohortflow-sync-state.db'}",
+        description="SQLAlchemy URL of the sync state database.",
+    )
+    config_path: Path = Field(default=Path("cohortflow.yaml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COHORTFLOW_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    log_level: str = "INFO"
+    log_json: bool = False
+    platform: PlatformSettings = Field(default_factory=PlatformSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+
+    # Flat aliases for the names the docs use; folded into the sections in ``model_post_init``.
+    platform_database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("COHORTFLOW_PLATFORM_DATABASE_URL"), exclude=True
+    )
+    sync_state_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("COHORTFLOW_SYNC_STATE_URL"), exclude=True
+    )
+
+    def model_post_init(self, __context: object) -> None:
+        if self.platform_database_url:
+            self.platform.database_url = self.platform_database_url
+        if self.sync_state_url:
+            self.sync.state_url = self.sync_state_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once. Tests build their own :class:`Settings` instead."""
+    return Settings()

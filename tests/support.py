@@ -1,0 +1,156 @@
+"""Test helpers: throwaway databases, a real platform server process on loopback, and setup shortcuts."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from cohortflow.platform.import_keys import create_import_key
+from cohortflow.platform.partners import create_partner
+from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.platform.workspaces import create_workspace
+from cohortflow.settings import PlatformSettings
+
+POSTGRES_ENV = "COHORTFLOW_TEST_POSTGRES_URL"
+REQUIRE_POSTGRES_ENV = "COHORTFLOW_REQUIRE_POSTGRES"
+
+
+def postgres_url_or_skip() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
+            pytest.fail(f"{POSTGRES_ENV} is not set but {REQUIRE_POSTGRES_ENV}=1")
+        pytest.skip(f"{POSTGRES_ENV} not set")
+    return url
+
+
+@contextmanager
+def fresh_database(kind: str, tmp_dir: Path) -> Iterator[str]:
+    """A new, empty database of ``kind`` ("sqlite" or "postgres"); dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_dir / f'platform-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    base = postgres_url_or_skip()
+    name = f"cf_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # a missing server is a failure in CI, a skip elsewhere
+        if os.environ.get(REQUIRE_POSTGRES_ENV) == "1":
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A platform server in its own process (so tests can kill it), on a loopback port."""
+
+    base_url: str
+    database_url: str
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process.poll() is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(database_url: str, extra_env: dict[str, str] | None = None, port: int | None = None) -> ServerProcess:
+    port = port or free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "COHORTFLOW_PLATFORM_DATABASE_URL": database_url,
+            "COHORTFLOW_PLATFORM__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "COHORTFLOW_LOG_LEVEL": "WARNING",
+        }
+    )
+    env.update(extra_env or {})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "cohortflow.platform.api.server:app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        env=env,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"platform server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return ServerProcess(base_url, database_url, process, env)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("platform server did not start within 60 s")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A workspace with a partner enabled: everything a partner needs to import cohorts."""
+
+    workspace_id: str
+    rest_api_key: str
+    app_key: str
+    partner: str
+    partner_api_key: str
+    client_secret: str
+
+    def creds(self) -> dict[str, str]:
+        return {"partner_api_key": self.partner_api_key, "client_secret": self.client_secret}
+
+
+def make_tenant(runtime: PlatformRuntime, partner: str | None = None) -> Tenant:
+    """A new workspace, a new partner (unique name unless given) and a data import key for it."""
+    partner_name = partner or f"partner-{uuid.uuid4().hex[:10]}"
+    with runtime.transaction() as conn:
+        ws = create_workspace(conn, f"ws-{uuid.uuid4().hex[:6]}")
+        new_partner = create_partner(conn, partner_name)
+        _info, key = create_import_key(conn, ws.id, partner_name)
+    return Tenant(
+        workspace_id=ws.id,
+        rest_api_key=ws.rest_api_key.plain,
+        app_key=ws.app_key.plain,
+        partner=partner_name,
+        partner_api_key=new_partner.api_key.plain,
+        client_secret=key.plain,
+    )
+
+
+def open_runtime(database_url: str) -> PlatformRuntime:
+    return PlatformRuntime.open(PlatformSettings(database_url=database_url))
