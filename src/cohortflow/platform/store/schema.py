@@ -193,7 +193,6 @@ cohorts = Table(
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
     Column("last_import_at", TS),
-    Column("size", BigInteger, nullable=False, default=0),  # kept in step with cohort_members in each import
     UniqueConstraint("workspace_id", "partner_id", "cohort_id", name="uq_cohorts_ws_partner_cohort"),
 )
 
