@@ -64,7 +64,6 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_import_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("size", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["partner_id"], ["partners.id"], name=op.f("fk_cohorts_partner_id_partners"), ondelete="CASCADE"
         ),
