@@ -8,6 +8,7 @@ from cohortflow import __version__
 from cohortflow.logs import configure_logging
 from cohortflow.platform.cli import platform_group
 from cohortflow.settings import get_settings
+from cohortflow.sync.cli import sync_group
 
 
 @click.group()
@@ -19,6 +20,7 @@ def cli() -> None:
 
 
 cli.add_command(platform_group)
+cli.add_command(sync_group)
 
 
 def main() -> None:

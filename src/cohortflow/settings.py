@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,26 @@ class PlatformSettings(BaseModel):
     db_pool_size: int = Field(default=10, ge=1)
 
 
+class MessagingSettings(BaseModel):
+    """Channels that deliver campaign and Canvas messages (SMTP for email, HTTP for webhooks)."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = Field(default=False, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_ssl: bool = Field(default=False, description="Implicit TLS from the first byte (port 465 style).")
+    smtp_ca_file: Path | None = Field(default=None, description="CA bundle to verify the SMTP server against.")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    delivery_max_attempts: int = Field(default=3, ge=1, le=20, description="Tries per message on transient errors.")
+    delivery_retry_initial_seconds: float = Field(default=0.5, ge=0)
+    send_lease_seconds: float = Field(
+        default=60.0, gt=0, description="A send whose process stops renewing its lease for this long is resumable."
+    )
+    worker_poll_seconds: float = Field(default=5.0, gt=0)
+
+
 class SyncSettings(BaseModel):
     """The sync tool (Hightouch role)."""
 
@@ -68,6 +88,7 @@ class Settings(BaseSettings):
     log_json: bool = False
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    messaging: MessagingSettings = Field(default_factory=MessagingSettings)
 
     # Flat aliases for the names the docs use; folded into the sections in ``model_post_init``.
     platform_database_url: str | None = Field(

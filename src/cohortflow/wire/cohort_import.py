@@ -10,7 +10,7 @@ functions take the already-decoded JSON value and either return a typed model or
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_IDENTIFIERS_PER_REQUEST: Final = 1_000
 MAX_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_RATE_LIMIT_PER_HOUR: Final = 250_000
+# Braze documents no length limits; these are the receiver's storage limits, shared so a sender can check first.
+MAX_COHORT_ID_LENGTH: Final = 512
+MAX_COHORT_NAME_LENGTH: Final = 1_024
 
 
 class Messages:
@@ -30,6 +33,7 @@ class Messages:
     )
     TOO_MANY_IDENTIFIERS: Final = "Only 1,000 user_ids, device_ids, and aliases are allowed per request"
     NAME_INVALID: Final = "name must be a non-empty string"
+    NAME_TOO_LONG: Final = "name must be at most 1,024 characters"
     CREATED_AT_INVALID: Final = "created_at must be a valid time as an ISO-8601 string"
     INVALID_PARTNER_API_KEY: Final = "Invalid Partner API key"
     INVALID_CLIENT_SECRET: Final = "Invalid client secret"
@@ -143,8 +147,9 @@ def parse_credentials(body: Any) -> tuple[Any, Any]:
 
 
 def parse_cohort_id(body: dict[str, Any]) -> str:
-    cohort_id = body.get("cohort_id")
-    if not _non_empty_string(cohort_id):
+    cohort_id: Any = body.get("cohort_id")
+    # A NUL cannot be stored (PostgreSQL text refuses it), so such an id is not a valid string either.
+    if not _non_empty_string(cohort_id) or len(cohort_id) > MAX_COHORT_ID_LENGTH or "\x00" in cohort_id:
         raise WireValidationError(Messages.COHORT_ID_INVALID)
     assert isinstance(cohort_id, str)
     return cohort_id
@@ -156,9 +161,13 @@ def parse_created_at(value: Any) -> datetime:
     text = value.strip()
     # Python < 3.11 lacked "Z"; 3.11's fromisoformat takes every ISO-8601 profile clients send.
     try:
-        return datetime.fromisoformat(text)
-    except ValueError as exc:
+        parsed = datetime.fromisoformat(text)
+        # An offset that pushes the instant outside datetime's range (e.g. year 1 at +01:00) has no UTC value.
+        if parsed.tzinfo is not None:
+            parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise WireValidationError(Messages.CREATED_AT_INVALID) from exc
+    return parsed
 
 
 def _parse_string_list(value: Any) -> list[str]:
@@ -217,9 +226,11 @@ def parse_cohort_name_request(body: Any) -> CohortNameRequest:
     """Validate a ``/cohorts`` body after authentication succeeded."""
     body = _require_mapping(body)
     cohort_id = parse_cohort_id(body)
-    name = body.get("name")
-    if not _non_empty_string(name):
+    name: Any = body.get("name")
+    if not _non_empty_string(name) or "\x00" in name:
         raise WireValidationError(Messages.NAME_INVALID)
+    if len(name) > MAX_COHORT_NAME_LENGTH:
+        raise WireValidationError(Messages.NAME_TOO_LONG)
     created_at = parse_created_at(body.get("created_at"))
     return CohortNameRequest(
         partner_api_key=str(body["partner_api_key"]),

@@ -8,7 +8,7 @@ from fastapi.responses import ORJSONResponse
 from cohortflow import __version__
 from cohortflow.platform.api.body import BodySizeLimit
 from cohortflow.platform.api.errors import install_error_handlers
-from cohortflow.platform.api.routes import health, partners, sdk, users
+from cohortflow.platform.api.routes import campaigns, canvases, health, partners, sdk, segments, users
 from cohortflow.platform.runtime import PlatformRuntime
 
 
@@ -25,6 +25,6 @@ def create_app(runtime: PlatformRuntime) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
-    for module in (health, partners, users, sdk):
+    for module in (health, partners, users, sdk, segments, campaigns, canvases):
         app.include_router(module.router)
     return app

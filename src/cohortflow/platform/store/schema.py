@@ -223,3 +223,143 @@ cohort_imports = Table(
     Index("ix_cohort_imports_cohort_at", "cohort_pk", "at"),
     Index("ix_cohort_imports_at", "at"),
 )
+
+# --- segments
+
+# A segment is a saved filter tree; membership is never stored, it is evaluated whenever asked.
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("filter", Json, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Index("ix_segments_workspace_created", "workspace_id", "created_at"),
+)
+
+# "Cohort AND country" segments count from this index alone (see migration 0002).
+Index("ix_users_workspace_country", users.c.workspace_id, users.c.country, users.c.id)
+
+# --- messaging
+
+# A campaign: one message on one channel to target segments. ``definition`` holds the validated
+# CampaignDefinition (segments, extra filter, message templates, channel settings, rate limit).
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("definition", Json, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    UniqueConstraint("workspace_id", "name", name="uq_campaigns_workspace_name"),
+)
+
+# A campaign's target segments. The foreign key (no cascade) keeps a targeted segment from being deleted.
+campaign_segments = Table(
+    "campaign_segments",
+    metadata,
+    Column("campaign_id", String(64), ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("segment_id", String(64), ForeignKey("segments.id"), primary_key=True),
+    Index("ix_campaign_segments_segment_id", "segment_id"),
+)
+
+# One execution of a campaign. The lease lets exactly one process run it; a crashed process's lease
+# runs out and another process resumes the send.
+campaign_sends = Table(
+    "campaign_sends",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("campaign_id", String(64), ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),  # scheduled | running | completed | canceled
+    Column("scheduled_at", TS, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("audience_size", Integer),  # set when the audience is evaluated, at the start of the send
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", TS),
+    Index("ix_campaign_sends_status_scheduled", "status", "scheduled_at"),
+    Index("ix_campaign_sends_campaign", "campaign_id"),
+)
+
+# The per-user send log. The primary key is the "never twice in one send" guarantee: a row is claimed
+# (status ``claimed``) in its own committed transaction before the message leaves.
+campaign_deliveries = Table(
+    "campaign_deliveries",
+    metadata,
+    Column("send_id", BigId, ForeignKey("campaign_sends.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("status", String(16), nullable=False),  # pending | claimed | sent | failed | skipped
+    Column("reason", String(1000)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("updated_at", TS, nullable=False),
+    Index("ix_campaign_deliveries_send_status", "send_id", "status"),
+)
+
+canvases = Table(
+    "canvases",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("definition", Json, nullable=False),
+    # The entry audience; the foreign key (no cascade) keeps the segment from being deleted under the Canvas.
+    Column("entry_segment_id", String(64), ForeignKey("segments.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # draft | active | stopped
+    Column("next_entry_at", TS),  # when the entry audience is next evaluated; NULL: no more entries
+    Column("last_entry_at", TS),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", TS),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("started_at", TS),
+    UniqueConstraint("workspace_id", "name", name="uq_canvases_workspace_name"),
+    Index("ix_canvases_status", "status"),
+)
+
+# Where each user is in a Canvas. A user enters a Canvas at most once (the primary key).
+canvas_positions = Table(
+    "canvas_positions",
+    metadata,
+    Column("canvas_id", String(64), ForeignKey("canvases.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("step_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # active | exited
+    Column("due_at", TS),
+    Column("entered_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Index("ix_canvas_positions_due", "canvas_id", "state", "due_at"),
+)
+
+# What happened to each user at each step: ``entered``, ``path`` (with the path's name) and ``exited``.
+canvas_step_events = Table(
+    "canvas_step_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("canvas_id", String(64), ForeignKey("canvases.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("step_id", String(64), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("path", String(200)),
+    Column("at", TS, nullable=False),
+    Index("ix_canvas_step_events_canvas_step", "canvas_id", "step_id", "event"),
+)
+
+# Message steps' send log, claimed before delivery exactly like ``campaign_deliveries``.
+canvas_deliveries = Table(
+    "canvas_deliveries",
+    metadata,
+    Column("canvas_id", String(64), ForeignKey("canvases.id", ondelete="CASCADE"), primary_key=True),
+    Column("step_id", String(64), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("status", String(16), nullable=False),  # claimed | sent | failed | skipped
+    Column("reason", String(1000)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("updated_at", TS, nullable=False),
+)

@@ -1,5 +1,49 @@
+"""SDK-style device data ingestion: ``POST /sdk/data`` (rules in :mod:`cohortflow.platform.sdk`).
+
+Authenticated by the workspace's app key in the body as ``api_key``, the way Braze's SDKs send it.
+"""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from cohortflow.platform import sdk
+from cohortflow.platform.api.deps import Runtime
+from cohortflow.platform.workspaces import authenticate_app_key
+
+router = APIRouter(prefix="/sdk", tags=["sdk"])
+
+
+class MessageResponse(BaseModel):
+    message: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": MessageResponse, "description": "Invalid body: the message names the field and the rule"},
+    401: {"model": MessageResponse, "description": "Missing, unknown or revoked app key (`api_key`)"},
+    413: {"model": MessageResponse, "description": "Body over 4 MB"},
+}
+
+
+@router.post(
+    "/data",
+    status_code=201,
+    response_model=sdk.SdkDataResponse,
+    responses=_ERRORS,
+    summary="Ingest one device's data (device id, changeUser, attributes, events)",
+    description=(
+        "Authenticate with the workspace's app key in the body as `api_key`. A new `device_id` creates an "
+        "anonymous user owning it. `external_id` is the SDK's changeUser: it identifies the device's anonymous "
+        "user, or merges it into the existing profile with that external id; on a device of another identified "
+        "user it moves the device to the named user (created if missing). The device id stays visible on the "
+        "identified profile, but cohort import no longer matches it (device ids match anonymous users only). "
+        "`attributes` follow /users/track's rules; `events` without `time` are recorded now."
+    ),
+)
+def data(body: sdk.SdkDataRequest, runtime: Runtime) -> sdk.SdkDataResponse:
+    with runtime.transaction() as conn:
+        workspace_id = authenticate_app_key(conn, body.api_key)
+        return sdk.ingest(conn, workspace_id, body, now=runtime.clock())

@@ -1,0 +1,267 @@
+"""What every benchmark needs: the machine's description, a throwaway database, a platform server in its
+own process, a closed-loop HTTP load generator and latency statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+@contextmanager
+def throwaway_database(kind: str, admin_url: str = DEFAULT_POSTGRES_URL, keep: bool = False) -> Iterator[str]:
+    """A new empty database (PostgreSQL: its own database on the server; SQLite: a temporary file)."""
+    if kind == "sqlite":
+        directory = Path(tempfile.mkdtemp(prefix="cf-bench-"))
+        path = directory / "platform.db"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            if not keep:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+                directory.rmdir()
+        return
+    name = f"cf_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(make_url(admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        if not keep:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+
+    def pids(self) -> list[int]:
+        """The server process and its descendants (uvicorn workers)."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+
+@contextmanager
+def platform_server(database_url: str, workers: int, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``cohortflow platform serve`` as a separate process, as an operator runs it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "COHORTFLOW_PLATFORM_DATABASE_URL": database_url,
+        "COHORTFLOW_PLATFORM__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "COHORTFLOW_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    cmd = [sys.executable, "-m", "cohortflow", "platform", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen([*cmd, "--workers", str(workers)], env=env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"platform server exited with {process.returncode}")
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("platform server did not start within 120 s")
+            time.sleep(0.2)
+        # Every worker must be up before measuring, or the first seconds measure start-up.
+        time.sleep(1.0 if workers > 1 else 0.0)
+        yield Server(base_url, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of processes (children not yet reaped are not included)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on the machine (other users' queries included)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+@dataclass
+class LoadResult:
+    duration_s: float
+    ok: int = 0
+    errors: dict[int, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    responses: list[Any] = field(default_factory=list)
+    first_error: str | None = None
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.ok / self.duration_s
+
+    def summary(self, units_per_request: int, unit: str) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+        return {
+            "duration_s": round(self.duration_s, 2),
+            "requests_ok": self.ok,
+            "errors_by_status": self.errors,
+            "first_error": self.first_error,
+            "requests_per_s": round(self.requests_per_s, 1),
+            f"{unit}_per_s": round(self.requests_per_s * units_per_request),
+            "latency_ms": {
+                "p50": round(percentile(lat, 50), 1),
+                "p90": round(percentile(lat, 90), 1),
+                "p99": round(percentile(lat, 99), 1),
+                "max": round(lat[-1], 1) if lat else None,
+            },
+        }
+
+
+def run_load(
+    base_url: str,
+    path: str,
+    bodies: Sequence[Sequence[bytes]],
+    *,
+    duration_s: float,
+    warmup_s: float,
+    headers: dict[str, str] | None = None,
+    keep_response: Callable[[bytes], Any] | None = None,
+) -> LoadResult:
+    """A closed loop: ``len(bodies)`` connections, each sending its own bodies in turn, back to back.
+
+    Only requests that start after the warm-up and finish inside the measured window count.
+    """
+    return asyncio.run(_load(base_url, path, bodies, duration_s, warmup_s, headers or {}, keep_response))
+
+
+async def _load(
+    base_url: str,
+    path: str,
+    bodies: Sequence[Sequence[bytes]],
+    duration_s: float,
+    warmup_s: float,
+    headers: dict[str, str],
+    keep_response: Callable[[bytes], Any] | None,
+) -> LoadResult:
+    result = LoadResult(duration_s=duration_s)
+    start = time.perf_counter()
+    window_start = start + warmup_s
+    window_end = window_start + duration_s
+    all_headers = {"Content-Type": "application/json", **headers}
+    limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
+
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60, headers=all_headers) as client:
+
+        async def connection(own: Sequence[bytes]) -> None:
+            i = 0
+            while True:
+                sent = time.perf_counter()
+                if sent >= window_end:
+                    return
+                body = own[i % len(own)]
+                i += 1
+                try:
+                    response = await client.post(path, content=body)
+                    status, content = response.status_code, response.content
+                except httpx.HTTPError as exc:
+                    status, content = 599, repr(exc).encode()
+                done = time.perf_counter()
+                if sent < window_start or done > window_end:
+                    continue
+                if 200 <= status < 300:
+                    result.ok += 1
+                    result.latencies_ms.append((done - sent) * 1000)
+                    if keep_response is not None:
+                        result.responses.append(keep_response(content))
+                else:
+                    result.errors[status] = result.errors.get(status, 0) + 1
+                    result.first_error = result.first_error or f"{status}: {content[:300].decode(errors='replace')}"
+
+        await asyncio.gather(*(connection(own) for own in bodies))
+    return result

@@ -1,0 +1,1 @@
+"""``cohortflow demo``: the whole flow of the document on embedded defaults, end to end."""

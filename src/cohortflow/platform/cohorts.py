@@ -1,0 +1,315 @@
+"""Partner cohorts: naming and renaming them, applying membership changes, serializing imports, listing.
+
+A cohort is keyed by (workspace, partner, the partner's ``cohort_id``). Its size is counted from
+``cohort_members``, never stored, so it cannot drift.
+
+Imports into one cohort are serialized. On PostgreSQL the cohort row is locked (``SELECT ... FOR UPDATE``,
+created first with ``INSERT ... ON CONFLICT DO NOTHING`` on first use) under a ``lock_timeout``; on SQLite the
+whole database has one writer (``BEGIN IMMEDIATE``) under a bounded busy wait. Either way a wait longer than
+``cohort_lock_wait_seconds`` becomes :class:`ResourceLocked` (423, retryable) and the request changes nothing.
+Within the lock a request's changes are applied set-wise, in request order, in one transaction together with
+its audit row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, Engine, delete, func, literal, select, true, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
+
+from cohortflow.clock import as_utc, utcnow
+from cohortflow.platform import audit
+from cohortflow.platform.errors import NotFound, ResourceLocked
+from cohortflow.platform.matching import batch_source, in_batch, resolve_changes
+from cohortflow.platform.store.schema import TS, cohort_members, cohorts, partners
+from cohortflow.wire.cohort_import import CohortChange, Messages
+
+# PostgreSQL SQLSTATEs of a lock wait that gave up: lock_not_available (lock_timeout) and deadlock_detected.
+_PG_LOCK_STATES = frozenset({"55P03", "40P01"})
+
+
+@dataclass(frozen=True)
+class CohortInfo:
+    pk: int
+    partner: str
+    cohort_id: str
+    name: str
+    size: int
+    created_at: datetime
+    last_import_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What one ``/cohorts/users`` request did; ``added + removed + unchanged == matched``."""
+
+    received: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+
+
+def _is_lock_wait_exceeded(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _PG_LOCK_STATES:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+@contextmanager
+def _lock_errors_as_resource_locked(lock_wait_seconds: float) -> Iterator[None]:
+    try:
+        yield
+    except DBAPIError as exc:
+        if _is_lock_wait_exceeded(exc):
+            raise ResourceLocked(Messages.RESOURCE_LOCKED, retry_after=max(1.0, lock_wait_seconds)) from exc
+        raise
+
+
+@contextmanager
+def serialized_transaction(engine: Engine, lock_wait_seconds: float) -> Iterator[Connection]:
+    """A transaction whose lock waits are bounded by ``lock_wait_seconds``, ending in :class:`ResourceLocked`."""
+    wait_ms = max(1, round(lock_wait_seconds * 1000))
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            # The writer lock is taken by BEGIN IMMEDIATE, so the busy timeout must be set before the
+            # transaction begins; it is restored because the connection goes back to the pool.
+            raw: Any = conn.connection.driver_connection
+            previous = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
+            raw.execute(f"PRAGMA busy_timeout = {wait_ms}")
+            try:
+                with _lock_errors_as_resource_locked(lock_wait_seconds), conn.begin():
+                    yield conn
+            finally:
+                raw.execute(f"PRAGMA busy_timeout = {previous}")
+        return
+    with _lock_errors_as_resource_locked(lock_wait_seconds), engine.begin() as conn:
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{wait_ms}ms'")
+        yield conn
+
+
+def _insert(conn: Connection) -> Any:
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+
+def _lock_cohort(
+    conn: Connection,
+    workspace_id: str,
+    partner_id: int,
+    cohort_id: str,
+    *,
+    name_if_new: str,
+    partner_created_at: datetime | None,
+    now: datetime,
+) -> tuple[int, bool]:
+    """Lock the cohort row for the rest of the transaction, creating it on first use; ``(pk, created)``."""
+    key = (cohorts.c.workspace_id == workspace_id, cohorts.c.partner_id == partner_id, cohorts.c.cohort_id == cohort_id)
+    locked = select(cohorts.c.id).where(*key).with_for_update()
+    pk = conn.execute(locked).scalar_one_or_none()
+    if pk is not None:
+        return int(pk), False
+    created = conn.execute(
+        _insert(conn)(cohorts)
+        .values(
+            workspace_id=workspace_id,
+            partner_id=partner_id,
+            cohort_id=cohort_id,
+            name=name_if_new,
+            partner_created_at=partner_created_at,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["workspace_id", "partner_id", "cohort_id"])
+        .returning(cohorts.c.id)
+    ).scalar_one_or_none()
+    if created is not None:
+        return int(created), True
+    # Another transaction created it between our SELECT and INSERT (and has committed by now).
+    return int(conn.execute(locked).scalar_one()), False
+
+
+def name_cohort(
+    conn: Connection,
+    workspace_id: str,
+    partner_id: int,
+    cohort_id: str,
+    name: str,
+    partner_created_at: datetime,
+    *,
+    now: datetime | None = None,
+) -> int:
+    """``/cohorts``: create the cohort, or rename it. Returns its pk.
+
+    The partner's ``created_at`` is kept from the first call that sent one: some clients send a new one with
+    every batch, and that must not look like a new cohort.
+    """
+    now = now or utcnow()
+    created_at = as_utc(partner_created_at)
+    pk, created = _lock_cohort(
+        conn, workspace_id, partner_id, cohort_id, name_if_new=name, partner_created_at=created_at, now=now
+    )
+    if not created:
+        conn.execute(
+            update(cohorts)
+            .where(cohorts.c.id == pk)
+            .values(
+                name=name,
+                partner_created_at=func.coalesce(cohorts.c.partner_created_at, created_at),
+                updated_at=now,
+            )
+        )
+    return pk
+
+
+def _add_members(conn: Connection, cohort_pk: int, user_ids: Sequence[int], now: datetime) -> int:
+    source = batch_source(conn, user_ids, BigInteger)
+    rows = select(literal(cohort_pk, BigInteger), source.c.value, literal(now, TS))
+    if conn.dialect.name == "sqlite":
+        # SQLite needs a WHERE to tell an upsert's ON CONFLICT from a join's ON.
+        rows = rows.where(true())
+    inserted = conn.execute(
+        _insert(conn)(cohort_members)
+        .from_select(["cohort_pk", "user_id", "added_at"], rows)
+        .on_conflict_do_nothing()
+        .returning(cohort_members.c.user_id)
+    )
+    return len(inserted.all())
+
+
+def _remove_members(conn: Connection, cohort_pk: int, user_ids: Sequence[int]) -> int:
+    deleted = conn.execute(
+        delete(cohort_members)
+        .where(cohort_members.c.cohort_pk == cohort_pk, in_batch(conn, cohort_members.c.user_id, user_ids, BigInteger))
+        .returning(cohort_members.c.user_id)
+    )
+    return len(deleted.all())
+
+
+def import_changes(
+    conn: Connection,
+    workspace_id: str,
+    partner_id: int,
+    cohort_id: str,
+    changes: Sequence[CohortChange],
+    *,
+    unmatched_sample_size: int,
+    now: datetime | None = None,
+) -> ImportOutcome:
+    """``/cohorts/users``: apply ``changes`` in order to the cohort (created on first use) and audit it.
+
+    Unknown identifiers are skipped and counted, never creating a user. Adding a member or removing a non-member
+    counts as ``unchanged``. Call inside :func:`serialized_transaction`.
+    """
+    now = now or utcnow()
+    # Matching reads only users, so it runs before the cohort lock to keep the lock short.
+    resolved = resolve_changes(conn, workspace_id, changes)
+    pk, _created = _lock_cohort(
+        conn, workspace_id, partner_id, cohort_id, name_if_new=cohort_id, partner_created_at=None, now=now
+    )
+    added = removed = unchanged = 0
+    # Consecutive objects of the same direction commute, so each run is one statement.
+    for should_remove, run in groupby(resolved, key=lambda r: r.should_remove):
+        named = [user_id for r in run for user_id in r.user_ids]
+        distinct = list(dict.fromkeys(named))
+        if not distinct:
+            continue
+        if should_remove:
+            changed = _remove_members(conn, pk, distinct)
+            removed += changed
+        else:
+            changed = _add_members(conn, pk, distinct, now)
+            added += changed
+        unchanged += len(named) - changed
+    received = sum(r.received for r in resolved)
+    matched = sum(len(r.user_ids) for r in resolved)
+    outcome = ImportOutcome(received, matched, received - matched, added, removed, unchanged)
+    conn.execute(update(cohorts).where(cohorts.c.id == pk).values(last_import_at=now, updated_at=now))
+    sample = [identifier for r in resolved for identifier in r.unmatched][:unmatched_sample_size]
+    audit.record_import(
+        conn,
+        workspace_id=workspace_id,
+        partner_id=partner_id,
+        cohort_pk=pk,
+        at=now,
+        received=outcome.received,
+        matched=outcome.matched,
+        unmatched=outcome.unmatched,
+        added=outcome.added,
+        removed=outcome.removed,
+        unchanged=outcome.unchanged,
+        unmatched_sample=sample,
+    )
+    return outcome
+
+
+def _size() -> Any:
+    return (
+        select(func.count())
+        .select_from(cohort_members)
+        .where(cohort_members.c.cohort_pk == cohorts.c.id)
+        .scalar_subquery()
+        .label("size")
+    )
+
+
+def _info_query() -> Any:
+    return select(
+        cohorts.c.id,
+        partners.c.name.label("partner"),
+        cohorts.c.cohort_id,
+        cohorts.c.name,
+        _size(),
+        cohorts.c.created_at,
+        cohorts.c.last_import_at,
+    ).join(partners, partners.c.id == cohorts.c.partner_id)
+
+
+def _to_info(row: Any) -> CohortInfo:
+    return CohortInfo(
+        pk=int(row.id),
+        partner=str(row.partner),
+        cohort_id=str(row.cohort_id),
+        name=str(row.name),
+        size=int(row.size),
+        created_at=as_utc(row.created_at),
+        last_import_at=as_utc(row.last_import_at) if row.last_import_at is not None else None,
+    )
+
+
+def list_cohorts(conn: Connection, workspace_id: str, partner_name: str | None = None) -> list[CohortInfo]:
+    """The workspace's cohorts (of one partner if named), oldest first."""
+    query = _info_query().where(cohorts.c.workspace_id == workspace_id)
+    if partner_name is not None:
+        query = query.where(partners.c.name == partner_name.strip().lower())
+    query = query.order_by(partners.c.name, cohorts.c.created_at, cohorts.c.id)
+    return [_to_info(row) for row in conn.execute(query)]
+
+
+def get_cohort(conn: Connection, workspace_id: str, partner_name: str, cohort_id: str) -> CohortInfo:
+    row = conn.execute(
+        _info_query().where(
+            cohorts.c.workspace_id == workspace_id,
+            partners.c.name == partner_name.strip().lower(),
+            cohorts.c.cohort_id == cohort_id,
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no cohort {cohort_id!r} of partner {partner_name!r} in workspace {workspace_id!r}")
+    return _to_info(row)
+
+
+def member_user_ids(conn: Connection, cohort_pk: int) -> set[int]:
+    """Every member's user id (for checks and small cohorts; segments query ``cohort_members`` directly)."""
+    query = select(cohort_members.c.user_id).where(cohort_members.c.cohort_pk == cohort_pk)
+    return {int(u) for u in conn.execute(query).scalars()}

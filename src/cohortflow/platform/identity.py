@@ -1,0 +1,470 @@
+"""User identity: finding and creating users by their identifiers, alias rules, devices, and merging profiles.
+
+The identity model (``shared/braze-contract.md``, section 2):
+
+- ``external_id`` is set by the customer and unique in a workspace; once a user has one it never goes away.
+- An alias is ``(alias_label, alias_name)``; the pair is unique in the workspace and a user holds at most one
+  name per label.
+- A device id belongs to exactly one user of the workspace; a user without an external id is anonymous.
+- ``braze_id`` is the platform's own id for a user (24 hex characters), unique everywhere.
+
+Every function takes the caller's connection and workspace id and never reads or writes another workspace.
+Writes rely on the caller's transaction (``runtime.transaction()``): a request either applies all of its
+identity changes or none.
+
+Concurrency: rows are created with ``INSERT ... ON CONFLICT DO NOTHING`` and then read back, so two requests
+creating the same external id, alias or device at the same time end with one row, not an error. Merges lock
+both user rows first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serializes writers with
+``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, and_, delete, exists, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import Insert
+
+from cohortflow.clock import as_utc, utcnow
+from cohortflow.platform.errors import InvalidRequest
+from cohortflow.platform.store.schema import (
+    cohort_members,
+    user_aliases,
+    user_devices,
+    user_events,
+    user_purchases,
+    users,
+)
+
+BRAZE_ID_HEX_CHARS = 24
+RANDOM_BUCKETS = 10_000
+MAX_EXTERNAL_ID_LENGTH = 512
+MAX_ALIAS_NAME_LENGTH = 512
+MAX_ALIAS_LABEL_LENGTH = 255
+MAX_DEVICE_ID_LENGTH = 512
+
+# Profile columns that a merge copies to the target when the target lacks them (Braze's merge list).
+PROFILE_COLUMNS: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "country",
+    "home_city",
+    "language",
+    "gender",
+    "dob",
+    "time_zone",
+    "email_subscribe",
+    "push_subscribe",
+)
+
+
+@dataclass(frozen=True, order=True)
+class AliasKey:
+    """A user alias: ``alias_label`` names the namespace, ``alias_name`` the id within it."""
+
+    alias_label: str
+    alias_name: str
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What :func:`merge_users` moved from the removed profile to the kept one."""
+
+    source_user_id: int
+    target_user_id: int
+    aliases_moved: list[AliasKey] = field(default_factory=list)
+    # Aliases whose label the target already used: the target's alias wins and these are removed.
+    aliases_dropped: list[AliasKey] = field(default_factory=list)
+    devices_moved: int = 0
+    attributes_copied: list[str] = field(default_factory=list)
+    events_moved: int = 0
+    purchases_moved: int = 0
+    cohort_memberships_added: int = 0
+
+
+def new_braze_id() -> str:
+    return secrets.token_hex(BRAZE_ID_HEX_CHARS // 2)
+
+
+def _insert(conn: Connection) -> Any:
+    """The dialect's INSERT (both SQLite and PostgreSQL support ``ON CONFLICT DO NOTHING``)."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def _for_update(conn: Connection, query: Any) -> Any:
+    return query.with_for_update() if conn.dialect.name == "postgresql" else query
+
+
+def get_user(conn: Connection, workspace_id: str, user_id: int, *, lock: bool = False) -> dict[str, Any] | None:
+    query = select(users).where(users.c.workspace_id == workspace_id, users.c.id == user_id)
+    row = conn.execute(_for_update(conn, query) if lock else query).mappings().first()
+    return dict(row) if row else None
+
+
+def find_by_external_id(conn: Connection, workspace_id: str, external_id: str) -> int | None:
+    return conn.execute(
+        select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.external_id == external_id)
+    ).scalar_one_or_none()
+
+
+def find_by_braze_id(conn: Connection, workspace_id: str, braze_id: str) -> int | None:
+    return conn.execute(
+        select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.braze_id == braze_id)
+    ).scalar_one_or_none()
+
+
+def find_by_alias(conn: Connection, workspace_id: str, alias: AliasKey) -> int | None:
+    return conn.execute(
+        select(user_aliases.c.user_id).where(
+            user_aliases.c.workspace_id == workspace_id,
+            user_aliases.c.alias_label == alias.alias_label,
+            user_aliases.c.alias_name == alias.alias_name,
+        )
+    ).scalar_one_or_none()
+
+
+def find_by_device(conn: Connection, workspace_id: str, device_id: str) -> int | None:
+    return conn.execute(
+        select(user_devices.c.user_id).where(
+            user_devices.c.workspace_id == workspace_id, user_devices.c.device_id == device_id
+        )
+    ).scalar_one_or_none()
+
+
+def find_by_email(conn: Connection, workspace_id: str, email: str) -> list[int]:
+    """Several profiles may share an email address (Braze allows it); oldest first."""
+    return list(
+        conn.execute(
+            select(users.c.id)
+            .where(users.c.workspace_id == workspace_id, func.lower(users.c.email) == email.strip().lower())
+            .order_by(users.c.id)
+        ).scalars()
+    )
+
+
+def find_by_phone(conn: Connection, workspace_id: str, phone: str) -> list[int]:
+    return list(
+        conn.execute(
+            select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.phone == phone).order_by(users.c.id)
+        ).scalars()
+    )
+
+
+def _new_user_values(workspace_id: str, external_id: str | None, now: datetime) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace_id,
+        "braze_id": new_braze_id(),
+        "external_id": external_id,
+        "created_at": now,
+        "updated_at": now,
+        "custom_attributes": {},
+        "random_bucket": secrets.randbelow(RANDOM_BUCKETS),
+    }
+
+
+def create_user(conn: Connection, workspace_id: str, *, now: datetime | None = None) -> int:
+    """A new profile with no external id (anonymous or alias-only until identified)."""
+    now = now or utcnow()
+    user_id = conn.execute(
+        users.insert().values(**_new_user_values(workspace_id, None, now)).returning(users.c.id)
+    ).scalar_one()
+    return int(user_id)
+
+
+def get_or_create_by_external_id(
+    conn: Connection, workspace_id: str, external_id: str, *, now: datetime | None = None
+) -> tuple[int, bool]:
+    """The user with ``external_id``, created if missing; the flag says whether it was created."""
+    now = now or utcnow()
+    stmt: Insert = (
+        _insert(conn)(users)
+        .values(**_new_user_values(workspace_id, external_id, now))
+        .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
+        .returning(users.c.id)
+    )
+    created = conn.execute(stmt).scalar_one_or_none()
+    if created is not None:
+        return int(created), True
+    existing = find_by_external_id(conn, workspace_id, external_id)
+    if existing is None:  # pragma: no cover - the conflicting row is visible once its writer committed
+        raise InvalidRequest(f"external_id {external_id!r} is being created by another request; retry")
+    return existing, False
+
+
+def aliases_of(conn: Connection, user_id: int) -> list[AliasKey]:
+    rows = conn.execute(
+        select(user_aliases.c.alias_label, user_aliases.c.alias_name)
+        .where(user_aliases.c.user_id == user_id)
+        .order_by(user_aliases.c.alias_label)
+    )
+    return [AliasKey(alias_label=r.alias_label, alias_name=r.alias_name) for r in rows]
+
+
+def add_alias(
+    conn: Connection, workspace_id: str, user_id: int, alias: AliasKey, *, now: datetime | None = None
+) -> bool:
+    """Give ``user_id`` the alias; False when it already has exactly this alias.
+
+    Rules: the label+name pair is unique in the workspace, and a user holds one name per label. Breaking
+    either is an :class:`InvalidRequest` naming the conflict.
+    """
+    owner = find_by_alias(conn, workspace_id, alias)
+    if owner == user_id:
+        return False
+    if owner is not None:
+        raise InvalidRequest(
+            f"alias {alias.alias_name!r} with label {alias.alias_label!r} already belongs to another user "
+            "(a label and name pair is unique in the workspace)"
+        )
+    current = conn.execute(
+        select(user_aliases.c.alias_name).where(
+            user_aliases.c.user_id == user_id, user_aliases.c.alias_label == alias.alias_label
+        )
+    ).scalar_one_or_none()
+    if current is not None:
+        raise InvalidRequest(
+            f"the user already has alias {current!r} with label {alias.alias_label!r} "
+            "(a user holds one alias name per label)"
+        )
+    inserted = conn.execute(
+        _insert(conn)(user_aliases)
+        .values(
+            workspace_id=workspace_id,
+            alias_label=alias.alias_label,
+            alias_name=alias.alias_name,
+            user_id=user_id,
+            created_at=now or utcnow(),
+        )
+        .on_conflict_do_nothing()
+    ).rowcount
+    if inserted == 0:
+        # Another request took the pair (or the label) between our check and our insert.
+        if find_by_alias(conn, workspace_id, alias) == user_id:
+            return False
+        raise InvalidRequest(
+            f"alias {alias.alias_name!r} with label {alias.alias_label!r} was just taken by another request"
+        )
+    return True
+
+
+def create_alias_only_user(
+    conn: Connection, workspace_id: str, alias: AliasKey, *, now: datetime | None = None
+) -> tuple[int, bool]:
+    """The user holding ``alias``, created as an alias-only profile if nobody holds it; flag = created."""
+    existing = find_by_alias(conn, workspace_id, alias)
+    if existing is not None:
+        return existing, False
+    now = now or utcnow()
+    user_id = create_user(conn, workspace_id, now=now)
+    inserted = conn.execute(
+        _insert(conn)(user_aliases)
+        .values(
+            workspace_id=workspace_id,
+            alias_label=alias.alias_label,
+            alias_name=alias.alias_name,
+            user_id=user_id,
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+    ).rowcount
+    if inserted == 0:
+        conn.execute(delete(users).where(users.c.id == user_id))
+        winner = find_by_alias(conn, workspace_id, alias)
+        if winner is None:  # pragma: no cover - see get_or_create_by_external_id
+            raise InvalidRequest("alias is being created by another request; retry")
+        return winner, False
+    return user_id, True
+
+
+def devices_of(conn: Connection, user_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(user_devices.c.device_id, user_devices.c.created_at, user_devices.c.last_seen_at)
+        .where(user_devices.c.user_id == user_id)
+        .order_by(user_devices.c.created_at, user_devices.c.device_id)
+    ).mappings()
+    return [
+        {"device_id": r["device_id"], "created_at": as_utc(r["created_at"]), "last_seen_at": as_utc(r["last_seen_at"])}
+        for r in rows
+    ]
+
+
+def get_or_create_device_user(
+    conn: Connection, workspace_id: str, device_id: str, *, now: datetime | None = None
+) -> tuple[int, bool]:
+    """The user owning ``device_id``; a new device creates an anonymous user owning it. Flag = created."""
+    now = now or utcnow()
+    owner = find_by_device(conn, workspace_id, device_id)
+    if owner is not None:
+        conn.execute(
+            update(user_devices)
+            .where(user_devices.c.workspace_id == workspace_id, user_devices.c.device_id == device_id)
+            .values(last_seen_at=now)
+        )
+        return owner, False
+    user_id = create_user(conn, workspace_id, now=now)
+    inserted = conn.execute(
+        _insert(conn)(user_devices)
+        .values(workspace_id=workspace_id, device_id=device_id, user_id=user_id, created_at=now, last_seen_at=now)
+        .on_conflict_do_nothing()
+    ).rowcount
+    if inserted == 0:
+        conn.execute(delete(users).where(users.c.id == user_id))
+        winner = find_by_device(conn, workspace_id, device_id)
+        if winner is None:  # pragma: no cover - see get_or_create_by_external_id
+            raise InvalidRequest("device is being registered by another request; retry")
+        return winner, False
+    return user_id, True
+
+
+def move_device(
+    conn: Connection, workspace_id: str, device_id: str, user_id: int, *, now: datetime | None = None
+) -> None:
+    """Point ``device_id`` at ``user_id`` (Braze's ``changeUser`` on a device another identified user owned)."""
+    conn.execute(
+        update(user_devices)
+        .where(user_devices.c.workspace_id == workspace_id, user_devices.c.device_id == device_id)
+        .values(user_id=user_id, last_seen_at=now or utcnow())
+    )
+
+
+def claim_external_id(
+    conn: Connection, workspace_id: str, user_id: int, external_id: str, *, now: datetime | None = None
+) -> bool:
+    """Give an anonymous or alias-only user ``external_id``; False if another user holds it (maybe just now).
+
+    Runs in a savepoint so that losing a race against a request creating the same external id leaves the
+    caller's transaction usable: it then merges into the winner instead.
+    """
+    try:
+        with conn.begin_nested():
+            changed = conn.execute(
+                update(users)
+                .where(users.c.workspace_id == workspace_id, users.c.id == user_id, users.c.external_id.is_(None))
+                .values(external_id=external_id, updated_at=now or utcnow())
+            ).rowcount
+    except IntegrityError:
+        return False
+    return bool(changed)
+
+
+def merge_users(
+    conn: Connection, workspace_id: str, source_user_id: int, target_user_id: int, *, now: datetime | None = None
+) -> MergeResult:
+    """Merge the profile ``source_user_id`` into ``target_user_id`` and remove the source.
+
+    Used by ``/users/identify`` (alias-only profile into the profile with that external id) and by the SDK
+    endpoint (anonymous device profile into the profile named by ``changeUser``). What moves:
+
+    - aliases, except one whose label the target already holds: the target keeps its own alias for that
+      label and the source's alias is removed with the source (a user holds one name per label);
+    - every device id (so the devices stay visible on the kept profile);
+    - profile attributes and custom attributes the target lacks (the target's values win);
+    - all events and purchases;
+    - cohort memberships: the target joins every cohort the source was in (no duplicates).
+
+    The kept profile's ``created_at`` becomes the earlier of the two.
+    """
+    if source_user_id == target_user_id:
+        raise InvalidRequest("cannot merge a user into itself")
+    now = now or utcnow()
+    # Lock in id order so two merges touching the same pair cannot deadlock.
+    locked = {}
+    for uid in sorted((source_user_id, target_user_id)):
+        row = get_user(conn, workspace_id, uid, lock=True)
+        if row is None:
+            raise InvalidRequest(f"user {uid} does not exist in this workspace")
+        locked[uid] = row
+    source, target = locked[source_user_id], locked[target_user_id]
+
+    target_labels = set(
+        conn.execute(select(user_aliases.c.alias_label).where(user_aliases.c.user_id == target_user_id)).scalars()
+    )
+    source_aliases = aliases_of(conn, source_user_id)
+    moved = [a for a in source_aliases if a.alias_label not in target_labels]
+    dropped = [a for a in source_aliases if a.alias_label in target_labels]
+    if moved:
+        conn.execute(
+            update(user_aliases)
+            .where(
+                user_aliases.c.user_id == source_user_id,
+                user_aliases.c.alias_label.in_([a.alias_label for a in moved]),
+            )
+            .values(user_id=target_user_id)
+        )
+
+    devices_moved = conn.execute(
+        update(user_devices)
+        .where(user_devices.c.workspace_id == workspace_id, user_devices.c.user_id == source_user_id)
+        .values(user_id=target_user_id)
+    ).rowcount
+
+    copied: list[str] = []
+    values: dict[str, Any] = {"updated_at": now}
+    for column in PROFILE_COLUMNS:
+        if target[column] is None and source[column] is not None:
+            values[column] = source[column]
+            copied.append(column)
+    source_custom = dict(source["custom_attributes"] or {})
+    target_custom = dict(target["custom_attributes"] or {})
+    missing = sorted(set(source_custom) - set(target_custom))
+    if missing:
+        values["custom_attributes"] = {**target_custom, **{k: source_custom[k] for k in missing}}
+        copied.extend(f"custom_attributes.{k}" for k in missing)
+    if as_utc(source["created_at"]) < as_utc(target["created_at"]):
+        values["created_at"] = source["created_at"]
+    conn.execute(update(users).where(users.c.id == target_user_id).values(**values))
+
+    events_moved = conn.execute(
+        update(user_events)
+        .where(user_events.c.workspace_id == workspace_id, user_events.c.user_id == source_user_id)
+        .values(user_id=target_user_id)
+    ).rowcount
+    purchases_moved = conn.execute(
+        update(user_purchases)
+        .where(user_purchases.c.workspace_id == workspace_id, user_purchases.c.user_id == source_user_id)
+        .values(user_id=target_user_id)
+    ).rowcount
+
+    theirs = cohort_members.alias("theirs")
+    memberships = (
+        select(cohort_members.c.cohort_pk, literal(target_user_id, BigInteger()), cohort_members.c.added_at)
+        .where(cohort_members.c.user_id == source_user_id)
+        .where(
+            ~exists().where(and_(theirs.c.cohort_pk == cohort_members.c.cohort_pk, theirs.c.user_id == target_user_id))
+        )
+    )
+    added = conn.execute(
+        _insert(conn)(cohort_members)
+        .from_select(["cohort_pk", "user_id", "added_at"], memberships)
+        .on_conflict_do_nothing()
+    ).rowcount
+
+    # Cascades remove what did not move: dropped aliases and the source's remaining cohort memberships.
+    conn.execute(delete(users).where(users.c.id == source_user_id))
+    return MergeResult(
+        source_user_id=source_user_id,
+        target_user_id=target_user_id,
+        aliases_moved=moved,
+        aliases_dropped=dropped,
+        devices_moved=int(devices_moved),
+        attributes_copied=copied,
+        events_moved=int(events_moved),
+        purchases_moved=int(purchases_moved),
+        cohort_memberships_added=int(added),
+    )
+
+
+def delete_users(conn: Connection, workspace_id: str, user_ids: list[int]) -> int:
+    """Remove users; their aliases, devices, events, purchases and cohort memberships go with them (cascade)."""
+    if not user_ids:
+        return 0
+    return int(
+        conn.execute(delete(users).where(users.c.workspace_id == workspace_id, users.c.id.in_(user_ids))).rowcount
+    )

@@ -1,0 +1,184 @@
+"""Identity matching for cohort import: partner identifiers to user ids of one workspace.
+
+The rules (Braze's, see ``shared/braze-contract.md`` section 1):
+
+- ``user_ids`` are external ids;
+- an alias ``{alias_name, alias_label}`` matches the user holding it;
+- a ``device_id`` matches only an **anonymous** user (``external_id IS NULL``). A device that once belonged to an
+  anonymous user who was later identified still points at that user, and must match nothing.
+
+Matching is set-based: one query per identifier kind for a whole request, whatever its size. The batch
+travels as one parameter (a PostgreSQL array read with ``unnest``, a JSON array read with SQLite's
+``json_each``), so the statement text stays constant and SQLAlchemy's compiled cache serves every request; the
+queries are shaped so that both planners probe the identifier's unique index (workspace_id + identifier) once
+per identifier instead of scanning the workspace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import ARRAY, ColumnElement, Connection, Select, Text, and_, any_, bindparam, cast, func, select, tuple_
+from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy.sql.selectable import TableValuedAlias
+
+from cohortflow.platform.store.schema import user_aliases, user_devices, users
+from cohortflow.wire.cohort_import import CohortChange
+
+AliasKey = tuple[str, str]
+"""``(alias_name, alias_label)``, in the wire's field order."""
+
+_EXTERNAL_ID_MAX = users.c.external_id.type.length or 512  # type: ignore[attr-defined]
+_DEVICE_ID_MAX = user_devices.c.device_id.type.length or 512  # type: ignore[attr-defined]
+_ALIAS_NAME_MAX = user_aliases.c.alias_name.type.length or 512  # type: ignore[attr-defined]
+_ALIAS_LABEL_MAX = user_aliases.c.alias_label.type.length or 255  # type: ignore[attr-defined]
+
+
+def _storable(value: str, max_length: int) -> bool:
+    """Whether a stored identifier could equal ``value``.
+
+    Values that no column can hold (too long, or with a NUL that PostgreSQL refuses in text) cannot match; they
+    are dropped before the query so that they count as unmatched instead of failing the request.
+    """
+    return len(value) <= max_length and "\x00" not in value
+
+
+def _is_postgres(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def batch_source(conn: Connection, values: Sequence[Any], element_type: Any = Text) -> TableValuedAlias:
+    """``values`` as a one-column row source (column ``value``) bound as a single parameter."""
+    if _is_postgres(conn):
+        array = cast(bindparam(None, list(values), type_=ARRAY(element_type)), ARRAY(element_type))
+        return func.unnest(array).table_valued("value").render_derived()
+    return func.json_each(bindparam(None, orjson.dumps(list(values)).decode())).table_valued("value")
+
+
+def in_batch(conn: Connection, column: ColumnElement[Any] | ColumnClause[Any], values: Sequence[Any],
+             element_type: Any = Text) -> ColumnElement[bool]:
+    """``column IN values`` with the whole batch as one parameter (``= ANY(array)`` on PostgreSQL)."""
+    if _is_postgres(conn):
+        return column == any_(cast(bindparam(None, list(values), type_=ARRAY(element_type)), ARRAY(element_type)))
+    return column.in_(select(batch_source(conn, values, element_type).c.value))
+
+
+def _probe(conn: Connection, query: Select[Any], in_workspace: ColumnElement[bool], column: ColumnClause[Any],
+           values: Sequence[str]) -> Select[Any]:
+    """``query`` restricted to rows whose ``column`` is one of ``values``, probing the unique index per value.
+
+    The row source is written so each planner drives the loop from the batch: PostgreSQL joins the unnested
+    array (estimated at its real size), SQLite uses ``IN (SELECT ... json_each)``, since it cannot size a
+    ``json_each`` join and would otherwise scan the workspace's whole index.
+    """
+    if _is_postgres(conn):
+        batch = batch_source(conn, values)
+        table: Any = column.table
+        return query.select_from(batch).join(table, and_(in_workspace, column == batch.c.value))
+    return query.where(in_workspace, in_batch(conn, column, values))
+
+
+def match_external_ids(conn: Connection, workspace_id: str, external_ids: Collection[str]) -> dict[str, int]:
+    """External id -> user id, for the ids that exist in the workspace."""
+    wanted = [v for v in set(external_ids) if _storable(v, _EXTERNAL_ID_MAX)]
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        _probe(conn, select(users.c.external_id, users.c.id), users.c.workspace_id == workspace_id,
+               users.c.external_id, wanted)
+    )
+    return {str(external_id): int(user_id) for external_id, user_id in rows}
+
+
+def match_anonymous_devices(conn: Connection, workspace_id: str, device_ids: Collection[str]) -> dict[str, int]:
+    """Device id -> user id, only where the device's user is anonymous (has no external id)."""
+    wanted = [v for v in set(device_ids) if _storable(v, _DEVICE_ID_MAX)]
+    if not wanted:
+        return {}
+    found = _probe(conn, select(user_devices.c.device_id, user_devices.c.user_id),
+                   user_devices.c.workspace_id == workspace_id, user_devices.c.device_id, wanted).subquery()
+    rows = conn.execute(
+        select(found.c.device_id, users.c.id)
+        .join(users, users.c.id == found.c.user_id)
+        # The device row already scopes the workspace. Repeating it on ``users`` would hand SQLite's planner
+        # the (workspace_id, external_id) index and make it walk every anonymous user of the workspace.
+        .where(users.c.external_id.is_(None))
+    )
+    return {str(device_id): int(user_id) for device_id, user_id in rows}
+
+
+def match_aliases(conn: Connection, workspace_id: str, aliases: Collection[AliasKey]) -> dict[AliasKey, int]:
+    """``(alias_name, alias_label)`` -> user id, for the aliases that exist in the workspace."""
+    wanted = [
+        (name, label)
+        for name, label in set(aliases)
+        if _storable(name, _ALIAS_NAME_MAX) and _storable(label, _ALIAS_LABEL_MAX)
+    ]
+    if not wanted:
+        return {}
+    a = user_aliases
+    if _is_postgres(conn):
+        names = cast(bindparam(None, [n for n, _ in wanted], type_=ARRAY(Text)), ARRAY(Text))
+        labels = cast(bindparam(None, [label for _, label in wanted], type_=ARRAY(Text)), ARRAY(Text))
+        pairs = func.unnest(names, labels).table_valued("alias_name", "alias_label").render_derived()
+        on = and_(a.c.alias_label == pairs.c.alias_label, a.c.alias_name == pairs.c.alias_name)
+        query = select(a.c.alias_name, a.c.alias_label, a.c.user_id).select_from(pairs).join(
+            a, and_(a.c.workspace_id == workspace_id, on)
+        )
+    else:
+        pairs = batch_source(conn, [[n, label] for n, label in wanted])
+        query = select(a.c.alias_name, a.c.alias_label, a.c.user_id).where(
+            a.c.workspace_id == workspace_id,
+            tuple_(a.c.alias_label, a.c.alias_name).in_(
+                select(func.json_extract(pairs.c.value, "$[1]"), func.json_extract(pairs.c.value, "$[0]"))
+            ),
+        )
+    rows = conn.execute(query)
+    return {(str(name), str(label)): int(user_id) for name, label, user_id in rows}
+
+
+@dataclass(frozen=True)
+class ResolvedChange:
+    """One ``cohort_changes`` object after matching."""
+
+    should_remove: bool
+    received: int
+    user_ids: list[int]
+    """One entry per matched identifier, in request order (a user named twice appears twice)."""
+    unmatched: list[dict[str, str]]
+    """The identifiers that matched nobody, in their wire shape (``{"user_id": ...}``, ...)."""
+
+
+def resolve_changes(conn: Connection, workspace_id: str, changes: Sequence[CohortChange]) -> list[ResolvedChange]:
+    """Match every identifier of a request: one query per identifier kind for all its change objects."""
+    external = match_external_ids(conn, workspace_id, {v for c in changes for v in c.user_ids})
+    devices = match_anonymous_devices(conn, workspace_id, {v for c in changes for v in c.device_ids})
+    aliases = match_aliases(conn, workspace_id, {(a.alias_name, a.alias_label) for c in changes for a in c.aliases})
+    resolved: list[ResolvedChange] = []
+    for change in changes:
+        matched: list[int] = []
+        unmatched: list[dict[str, str]] = []
+        for external_id in change.user_ids:
+            user_id = external.get(external_id)
+            if user_id is None:
+                unmatched.append({"user_id": external_id})
+            else:
+                matched.append(user_id)
+        for device_id in change.device_ids:
+            user_id = devices.get(device_id)
+            if user_id is None:
+                unmatched.append({"device_id": device_id})
+            else:
+                matched.append(user_id)
+        for alias in change.aliases:
+            user_id = aliases.get((alias.alias_name, alias.alias_label))
+            if user_id is None:
+                unmatched.append({"alias_name": alias.alias_name, "alias_label": alias.alias_label})
+            else:
+                matched.append(user_id)
+        resolved.append(ResolvedChange(change.should_remove, change.identifier_count, matched, unmatched))
+    return resolved
+

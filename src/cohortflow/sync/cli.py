@@ -1,0 +1,305 @@
+"""``cohortflow sync ...``: commands parse arguments, call the engine's public API and print the result.
+
+Exit codes: 0 success, 1 error or failed run, 3 partial run (some identifiers failed; the next run retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cohortflow.errors import CohortflowError
+from cohortflow.sync.destinations import BrazeCohortsClient, open_client
+from cohortflow.sync.engine import RunResult, run_sync
+from cohortflow.sync.runs import PARTIAL, SUCCEEDED, RunRecord, get_run, list_runs
+from cohortflow.sync.sources import model_query
+from cohortflow.sync.workspace import Workspace, load_workspace
+
+EXIT_FAILED = 1
+EXIT_PARTIAL = 3
+
+
+def _dump(payload: Any) -> None:
+    click.echo(json.dumps(payload, default=str, indent=2))
+
+
+@contextmanager
+def _errors_to_exit() -> Iterator[None]:
+    try:
+        yield
+    except CohortflowError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _workspace(ctx: click.Context) -> Workspace:
+    obj = ctx.ensure_object(dict)
+    if "workspace" not in obj:
+        obj["workspace"] = load_workspace(obj.get("file"), state_url=obj.get("state_url"))
+        ctx.call_on_close(obj["workspace"].close)
+    ws: Workspace = obj["workspace"]
+    return ws
+
+
+@click.group("sync")
+@click.option(
+    "-f",
+    "--file",
+    "file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Workspace file (default: settings.sync.config_path, cohortflow.yaml).",
+)
+@click.option("--state-url", default=None, help="Sync state database URL (default: COHORTFLOW_SYNC_STATE_URL).")
+@click.pass_context
+def sync_group(ctx: click.Context, file: Path | None, state_url: str | None) -> None:
+    """Sync warehouse models into Braze Cohorts (the Hightouch side)."""
+    ctx.ensure_object(dict).update(file=file, state_url=state_url)
+
+
+@sync_group.command("validate")
+@click.pass_context
+def validate(ctx: click.Context) -> None:
+    """Check the workspace file: schema, unknown keys, references, environment variables."""
+    with _errors_to_exit():
+        ws = _workspace(ctx)
+        c = ws.config
+        click.echo(
+            f"{ws.path}: valid ({len(c.sources)} source(s), {len(c.models)} model(s), "
+            f"{len(c.destinations)} destination(s), {len(c.syncs)} sync(s))"
+        )
+
+
+class _RichProgress:
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, Any] = {}
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if phase not in self._tasks:
+            label = {"querying": "rows read", "sending": "identifiers sent"}.get(phase, phase)
+            self._tasks[phase] = self._progress.add_task(label, total=total)
+        self._progress.update(self._tasks[phase], completed=done, total=total)
+
+
+def _print_result(result: RunResult) -> None:
+    c = result.counts
+    title = "plan (dry run, nothing sent)" if result.dry_run else f"run {result.run_id}"
+    click.echo(f"{result.sync}: {title}: {result.status}")
+    click.echo(f"  target: {result.target}")
+    if c:
+        click.echo(
+            f"  rows {c.get('rows', 0)}, valid {c.get('valid_rows', 0)}, members wanted {c.get('desired', 0)}, "
+            f"confirmed before {c.get('confirmed', 0)}"
+        )
+        click.echo(
+            f"  planned: +{c.get('adds', 0)} -{c.get('removes', 0)} "
+            f"(retries +{c.get('retried_adds', 0)} -{c.get('retried_removes', 0)})"
+        )
+        if c.get("rejected"):
+            click.echo("  rejected rows: " + ", ".join(f"{k} {v}" for k, v in c["rejected"].items()))
+    if not result.dry_run and "added" in c:
+        click.echo(
+            f"  delivered: +{c['added']} -{c['removed']} in {c['requests']} request(s) "
+            f"({c['retried_requests']} retried); failed {c['failed_adds'] + c['failed_removes']}, "
+            f"rejected {sum(c['rejected_by_destination'].values())}"
+        )
+        if "matched" in c:
+            click.echo(f"  platform: matched {c['matched']}, unmatched {c['unmatched']}, unchanged {c['unchanged']}")
+    if result.dry_run:
+        for op in ("adds", "removes"):
+            if result.samples.get(op):
+                click.echo(f"  first {op}: " + ", ".join(result.samples[op]))
+    for err in result.errors[:5]:
+        click.echo(f"  {err['reason']}: {err['count']} (e.g. {', '.join(map(str, err['samples']))})")
+    if result.phases:
+        click.echo("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items()))
+    if result.message:
+        click.echo(f"  {result.message}")
+
+
+@sync_group.command("run")
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Query and plan, print the plan, send nothing.")
+@click.option("--full-resync", is_flag=True, help="Re-send every member (departed members are still removed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.pass_context
+def run(ctx: click.Context, name: str, dry_run: bool, full_resync: bool, as_json: bool, progress: bool | None) -> None:
+    """Run sync NAME once."""
+    show = sys.stderr.isatty() if progress is None else progress
+    with _errors_to_exit():
+        ws = _workspace(ctx)
+        if show:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+                result = run_sync(ws, name, dry_run=dry_run, full_resync=full_resync, progress=_RichProgress(bar))
+        else:
+            result = run_sync(ws, name, dry_run=dry_run, full_resync=full_resync)
+    if as_json:
+        _dump(result.as_dict())
+    else:
+        _print_result(result)
+    if result.status == PARTIAL:
+        sys.exit(EXIT_PARTIAL)
+    if result.status != SUCCEEDED:
+        if not as_json:
+            click.echo(f"error: {result.message}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _run_line(r: RunRecord) -> list[str]:
+    c = r.counts
+    return [
+        r.id,
+        r.status + (" (dry run)" if r.dry_run else ""),
+        r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        f"+{c.get('added', 0)} -{c.get('removed', 0)}"
+        if not r.dry_run
+        else f"plan +{c.get('adds', 0)} -{c.get('removes', 0)}",
+        str(c.get("matched", "")),
+        (r.message or "")[:80],
+    ]
+
+
+@sync_group.command("runs")
+@click.argument("name")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def runs(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
+    """Recent runs of sync NAME, newest first."""
+    with _errors_to_exit():
+        ws = _workspace(ctx)
+        ws.sync(name)
+        records = list_runs(ws.store, name, limit)
+    if as_json:
+        _dump([r.as_dict() for r in records])
+        return
+    table = Table("run", "status", "started (UTC)", "changes", "matched", "message")
+    for r in records:
+        table.add_row(*_run_line(r))
+    Console().print(table)
+
+
+@sync_group.command("run-show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Everything recorded about one run."""
+    with _errors_to_exit():
+        record = get_run(_workspace(ctx).store, run_id)
+    if as_json:
+        _dump(record.as_dict())
+        return
+    d = record.as_dict()
+    for key in ("id", "sync", "status", "dry_run", "full_resync", "started_at", "finished_at", "message"):
+        click.echo(f"{key}: {d[key]}")
+    click.echo("phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in record.phases.items()))
+    click.echo("counts:")
+    for key, value in record.counts.items():
+        click.echo(f"  {key}: {value}")
+    for err in record.errors:
+        click.echo(f"error: {err['reason']}: {err['count']} (e.g. {', '.join(map(str, err['samples']))})")
+
+
+@sync_group.group("sources")
+def sources_group() -> None:
+    """Warehouse sources."""
+
+
+@sources_group.command("test")
+@click.argument("name")
+@click.pass_context
+def sources_test(ctx: click.Context, name: str) -> None:
+    """Connect to source NAME and run a trivial query."""
+    with _errors_to_exit():
+        click.echo(_workspace(ctx).source(name).test())
+
+
+@sync_group.group("models")
+def models_group() -> None:
+    """Models (a query or a table in a source)."""
+
+
+@models_group.command("preview")
+@click.argument("name")
+@click.option("--limit", default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_preview(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
+    """The first rows of model NAME."""
+    with _errors_to_exit():
+        ws = _workspace(ctx)
+        model = ws.model(name)
+        rows = ws.source(model.source).preview(model_query(model), limit)
+    if as_json:
+        _dump(rows.to_pylist())
+        return
+    table = Table(*rows.column_names)
+    for row in rows.to_pylist():
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    Console().print(table)
+
+
+@sync_group.group("destinations")
+def destinations_group() -> None:
+    """Destinations (Braze Cohorts, or /users/track)."""
+
+
+def _with_client(ctx: click.Context, name: str, fn: Callable[[Any], Any]) -> Any:
+    client = open_client(_workspace(ctx).destination(name))
+
+    async def go() -> Any:
+        try:
+            return await fn(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+@destinations_group.command("test")
+@click.argument("name")
+@click.pass_context
+def destinations_test(ctx: click.Context, name: str) -> None:
+    """Prove destination NAME's keys (an empty change list changes nothing)."""
+    with _errors_to_exit():
+        click.echo(_with_client(ctx, name, lambda c: c.test()))
+
+
+@destinations_group.command("cohorts")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def destinations_cohorts(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Cohorts that destination NAME offers for ``mode: existing`` (our platform's cohort-list extension)."""
+
+    async def listing(client: Any) -> Any:
+        if not isinstance(client, BrazeCohortsClient):
+            return None
+        return await client.list_cohorts()
+
+    with _errors_to_exit():
+        cohorts = _with_client(ctx, name, listing)
+    if cohorts is None:
+        click.echo("this destination does not offer a cohort list; name the cohort id in the sync", err=True)
+        sys.exit(EXIT_FAILED)
+    if as_json:
+        _dump([c.model_dump(mode="json") for c in cohorts])
+        return
+    table = Table("cohort_id", "name", "size")
+    for c in cohorts:
+        table.add_row(c.cohort_id, c.name, str(c.size))
+    Console().print(table)

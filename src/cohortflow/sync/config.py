@@ -1,0 +1,342 @@
+"""``cohortflow.yaml``: the workspace declared as code (sources, models, destinations, syncs).
+
+The file is parsed with PyYAML's node API so every key keeps its line number; validation is Pydantic with
+unknown keys rejected, and every error names the file, the line and the dotted key. ``${ENV_VAR}`` in any
+string is replaced from the environment before validation so secrets stay out of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from cohortflow.sync.errors import ConfigError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Column names end up inside generated SQL, always quoted; refusing quotes keeps quoting trivially safe.
+_COLUMN = r'^[^"\x00]+$'
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- sources
+
+
+class DuckDBSource(_Strict):
+    type: Literal["duckdb"]
+    path: str = Field(description="Database file; ':memory:' is allowed but only useful in tests.")
+    read_only: bool = True
+
+
+class SQLiteSource(_Strict):
+    type: Literal["sqlite"]
+    path: str
+
+
+class PostgresSource(_Strict):
+    type: Literal["postgres"]
+    url: SecretStr = Field(description="postgresql://user:pass@host:5432/db")
+
+
+class SQLAlchemySource(_Strict):
+    """Any other warehouse with a SQLAlchemy dialect (Snowflake, BigQuery, Redshift, ...): untested here."""
+
+    type: Literal["sqlalchemy"]
+    url: SecretStr
+
+
+SourceConfig = Annotated[DuckDBSource | SQLiteSource | PostgresSource | SQLAlchemySource, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- models
+
+
+class ModelConfig(_Strict):
+    source: str
+    sql: str | None = None
+    table: str | None = None
+    primary_key: Annotated[str, Field(pattern=_COLUMN)]
+    batch_rows: int = Field(default=50_000, ge=1, description="Rows per Arrow batch read from the source.")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> ModelConfig:
+        if (self.sql is None) == (self.table is None):
+            raise ValueError("a model needs exactly one of 'sql' or 'table'")
+        return self
+
+
+# ---------------------------------------------------------------- destinations
+
+
+class RetryConfig(_Strict):
+    max_attempts: int = Field(default=8, ge=1)
+    initial_backoff_seconds: float = Field(default=0.5, ge=0)
+    max_backoff_seconds: float = Field(default=60.0, ge=0)
+    max_retry_after_seconds: float = Field(
+        default=300.0, ge=0, description="A longer Retry-After fails the batch for this run instead of waiting."
+    )
+
+
+class _DeliveryTuning(_Strict):
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    rate_limit_per_hour: int = Field(default=250_000, ge=1)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+
+class BrazeCohortsDestination(_DeliveryTuning):
+    """Braze's partner cohort import API (or our platform, which speaks it)."""
+
+    type: Literal["braze_cohorts"]
+    rest_endpoint: str
+    partner: str = Field(description="The path segment: /partners/{partner}/...")
+    partner_api_key: SecretStr
+    data_import_key: SecretStr
+    batch_size: int = Field(default=1_000, ge=1, le=1_000)
+
+
+class BrazeUsersTrackDestination(_DeliveryTuning):
+    """Real Braze without partner credentials: membership as a custom attribute through /users/track."""
+
+    type: Literal["braze_users_track"]
+    rest_endpoint: str
+    rest_api_key: SecretStr
+    batch_size: int = Field(default=75, ge=1, le=75)
+
+
+DestinationConfig = Annotated[BrazeCohortsDestination | BrazeUsersTrackDestination, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- syncs
+
+
+class AliasIdentifier(_Strict):
+    name_column: Annotated[str, Field(pattern=_COLUMN)]
+    label: str = Field(min_length=1)
+
+
+class IdentifierChoice(_Strict):
+    """Exactly one of the three: an external id column, an alias, or a device id column."""
+
+    external_id: Annotated[str, Field(pattern=_COLUMN)] | None = None
+    alias: AliasIdentifier | None = None
+    device_id: Annotated[str, Field(pattern=_COLUMN)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> IdentifierChoice:
+        if sum(x is not None for x in (self.external_id, self.alias, self.device_id)) != 1:
+            raise ValueError("name exactly one of 'external_id', 'alias' or 'device_id'")
+        return self
+
+
+class IdentifierConfig(_Strict):
+    """One identifier, or ``fallback``: an ordered list tried per row (first non-null wins)."""
+
+    external_id: Annotated[str, Field(pattern=_COLUMN)] | None = None
+    alias: AliasIdentifier | None = None
+    device_id: Annotated[str, Field(pattern=_COLUMN)] | None = None
+    fallback: list[IdentifierChoice] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> IdentifierConfig:
+        if sum(x is not None for x in (self.external_id, self.alias, self.device_id, self.fallback)) != 1:
+            raise ValueError("name exactly one of 'external_id', 'alias', 'device_id' or 'fallback'")
+        return self
+
+    def choices(self) -> list[IdentifierChoice]:
+        if self.fallback is not None:
+            return list(self.fallback)
+        return [IdentifierChoice(external_id=self.external_id, alias=self.alias, device_id=self.device_id)]
+
+
+class CreateCohort(_Strict):
+    mode: Literal["create"]
+    name: str = Field(min_length=1)
+    cohort_id: str | None = Field(
+        default=None, min_length=1, description="Override the id derived from the sync name (rarely needed)."
+    )
+
+
+class ExistingCohort(_Strict):
+    mode: Literal["existing"]
+    cohort_id: str = Field(min_length=1)
+
+
+CohortConfig = Annotated[CreateCohort | ExistingCohort, Field(discriminator="mode")]
+
+
+class SyncConfig(_Strict):
+    model: str
+    destination: str
+    identifier: IdentifierConfig
+    cohort: CohortConfig | None = None
+    attribute: str | None = Field(
+        default=None, min_length=1, description="braze_users_track only: the custom attribute that marks members."
+    )
+    on_row_removed: Literal["remove", "keep"] = "remove"
+
+
+class WorkspaceConfig(_Strict):
+    version: Literal[1] = 1
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    syncs: dict[str, SyncConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> WorkspaceConfig:
+        problems: list[tuple[tuple[str, ...], str]] = []
+        for name, model in self.models.items():
+            if model.source not in self.sources:
+                problems.append((("models", name, "source"), f"unknown source {model.source!r}"))
+        for name, sync in self.syncs.items():
+            if sync.model not in self.models:
+                problems.append((("syncs", name, "model"), f"unknown model {sync.model!r}"))
+            dest = self.destinations.get(sync.destination)
+            if dest is None:
+                problems.append((("syncs", name, "destination"), f"unknown destination {sync.destination!r}"))
+            elif isinstance(dest, BrazeCohortsDestination):
+                if sync.cohort is None:
+                    problems.append((("syncs", name), "a braze_cohorts sync needs 'cohort'"))
+                if sync.attribute is not None:
+                    problems.append((("syncs", name, "attribute"), "only braze_users_track syncs take 'attribute'"))
+            else:
+                if sync.attribute is None:
+                    problems.append((("syncs", name), "a braze_users_track sync needs 'attribute'"))
+                if sync.cohort is not None:
+                    problems.append(
+                        (("syncs", name, "cohort"), "braze_users_track syncs take 'attribute', not 'cohort'")
+                    )
+                if all(c.device_id is not None for c in sync.identifier.choices()):
+                    problems.append((("syncs", name, "identifier"), "/users/track cannot address users by device id"))
+        if problems:
+            raise _ReferenceErrors(problems)
+        return self
+
+
+class _ReferenceErrors(ValueError):
+    def __init__(self, problems: list[tuple[tuple[str, ...], str]]) -> None:
+        super().__init__("; ".join(msg for _, msg in problems))
+        self.problems = problems
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _line_index(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            out[(*path, key)] = key_node.start_mark.line + 1
+            _line_index(value_node, (*path, key), out)
+            out[(*path, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, str(i)), out)
+
+
+def _interpolate(value: Any, path: tuple[str, ...], env: Mapping[str, str], missing: list[tuple[str, ...]]) -> Any:
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                missing.append((*path, f"${{{name}}}"))
+                return ""
+            return env[name]
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, str(k)), env, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, str(i)), env, missing) for i, v in enumerate(value)]
+    return value
+
+
+def _line_for(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def parse_workspace(text: str, file: str, env: Mapping[str, str] | None = None) -> WorkspaceConfig:
+    """Validate a workspace file's text; ``file`` only names it in errors."""
+    env = os.environ if env is None else env
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else {}
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(f"{file}:{line}: invalid YAML: {exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: invalid YAML: {exc}") from exc
+    lines: dict[tuple[str, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), lines)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}:1: the workspace file must be a mapping with sources, models, destinations, syncs")
+    missing: list[tuple[str, ...]] = []
+    data = _interpolate(data, (), env, missing)
+    if missing:
+        msgs = [
+            f"{file}:{_line_for(lines, loc[:-1])}: {'.'.join(loc[:-1])}: environment variable {loc[-1]} is not set"
+            for loc in missing
+        ]
+        raise ConfigError("\n".join(msgs))
+    try:
+        return WorkspaceConfig.model_validate(data)
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors(include_url=False):
+            ctx_error = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_error, _ReferenceErrors):
+                for loc, msg in ctx_error.problems:
+                    msgs.append(f"{file}:{_line_for(lines, loc)}: {'.'.join(loc)}: {msg}")
+                continue
+            loc = tuple(str(p) for p in err["loc"])
+            file_loc = _file_loc(lines, loc)
+            where = ".".join(file_loc) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            msgs.append(f"{file}:{_line_for(lines, file_loc)}: {where}: {msg}")
+        raise ConfigError("\n".join(msgs)) from None
+
+
+def _file_loc(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> tuple[str, ...]:
+    """Drop the union tags Pydantic puts into a location ("create", "duckdb"): they are not keys in the file."""
+    kept: list[str] = []
+    for part in loc:
+        if part in _UNION_TAGS and (*kept, part) not in lines:
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+_UNION_TAGS = frozenset(
+    {"duckdb", "sqlite", "postgres", "sqlalchemy", "braze_cohorts", "braze_users_track", "create", "existing"}
+)
+
+
+def load_workspace_config(path: Path | str, env: Mapping[str, str] | None = None) -> WorkspaceConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the workspace file: {exc.strerror or exc}") from exc
+    return parse_workspace(text, str(path), env)

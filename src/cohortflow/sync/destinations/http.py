@@ -1,0 +1,76 @@
+"""HTTP status handling shared by the destination clients: which answers are retried, split or fatal."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from cohortflow.sync.errors import DestinationAuthError, DestinationRejected, DestinationUnavailable
+
+RETRYABLE_STATUSES = frozenset({408, 423, 429, 500, 502, 503, 504})
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (``"12"``) or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return response.text[:300]
+
+
+def check(response: httpx.Response, what: str) -> Any:
+    """The decoded JSON body of a 2xx answer, else the right error for the status."""
+    status = response.status_code
+    if 200 <= status < 300:
+        if not response.content:
+            return {}
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return {}
+    message = _message(response)
+    if status in (401, 403):
+        raise DestinationAuthError(f"{what}: the destination refused the credentials ({status}): {message}")
+    if status in RETRYABLE_STATUSES:
+        raise DestinationUnavailable(
+            f"{what}: {status} {message}",
+            status=status,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    raise DestinationRejected(f"{message}", status=status)
+
+
+async def post_json(
+    client: httpx.AsyncClient, url: str, body: Any, what: str, headers: dict[str, str] | None = None
+) -> Any:
+    try:
+        response = await client.post(
+            url, content=orjson.dumps(body), headers={"content-type": "application/json", **(headers or {})}
+        )
+    except httpx.TimeoutException as exc:
+        raise DestinationUnavailable(f"{what}: timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise DestinationUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+    return check(response, what)

@@ -1,0 +1,244 @@
+"""One sync run, end to end: query, plan, send, commit, record.
+
+This is the public entry point (the CLI, a scheduler or an API call :func:`run_sync`)::
+
+    with load_workspace("cohortflow.yaml") as ws:
+        result = run_sync(ws, "vip_customers")
+        print(result.status, result.counts["added"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from cohortflow.sync.delivery import Delivery, DeliveryTotals
+from cohortflow.sync.destinations import bind_sync
+from cohortflow.sync.destinations.base import SyncDestination
+from cohortflow.sync.errors import ModelError, SyncError
+from cohortflow.sync.planner import ADD, REMOVE, Plan, build_plan
+from cohortflow.sync.runs import (
+    FAILED,
+    PARTIAL,
+    PLANNING,
+    SENDING,
+    SUCCEEDED,
+    Heartbeat,
+    acquire_lock,
+    create_run,
+    finish_run,
+    get_run,
+    release_lock,
+    update_run,
+)
+from cohortflow.sync.workspace import Workspace
+
+log = structlog.get_logger("cohortflow.sync")
+
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    sync: str
+    status: str
+    dry_run: bool
+    full_resync: bool
+    target: str = ""
+    counts: dict[str, Any] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    message: str | None = None
+    samples: dict[str, list[str]] = field(default_factory=dict)  # planned adds/removes (dry runs)
+    error: SyncError | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == SUCCEEDED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "sync": self.sync,
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "full_resync": self.full_resync,
+            "target": self.target,
+            "counts": self.counts,
+            "phases": self.phases,
+            "errors": self.errors,
+            "message": self.message,
+            "samples": self.samples,
+        }
+
+
+class _Phases:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self._name: str | None = None
+        self._start = 0.0
+
+    def enter(self, name: str | None) -> None:
+        now = time.monotonic()
+        if self._name is not None:
+            self.times[self._name] = round(self.times.get(self._name, 0.0) + now - self._start, 4)
+        self._name, self._start = name, now
+
+
+def _model_errors(plan: Plan) -> list[dict[str, Any]]:
+    return [
+        {"reason": f"rejected row: {r.reason}", "count": r.count, "samples": [f"primary key {s}" for s in r.samples]}
+        for r in plan.counts.rejected
+    ]
+
+
+def run_sync(
+    workspace: Workspace,
+    name: str,
+    *,
+    dry_run: bool = False,
+    full_resync: bool = False,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Run sync ``name`` once. Errors during the run end it as ``failed`` in the result (``result.error``);
+    an unknown name or a held lock raises before a run is recorded."""
+    sync = workspace.sync(name)
+    model = workspace.model(sync.model)
+    source = workspace.source(model.source)
+    dest_config = workspace.destination(sync.destination)
+    store = workspace.store
+    destination = bind_sync(dest_config, name, sync)
+
+    run_id = create_run(store, name, dry_run=dry_run, full_resync=full_resync)
+    if not dry_run:
+        try:
+            acquire_lock(store, name, run_id)
+        except SyncError as exc:
+            finish_run(store, run_id, FAILED, message=exc.message)
+            raise
+    result = RunResult(
+        run_id=run_id, sync=name, status=FAILED, dry_run=dry_run, full_resync=full_resync, target=destination.target
+    )
+    phases = _Phases()
+    phases.enter("querying")
+    counts: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    heartbeat = Heartbeat(store, name, run_id) if not dry_run else None
+    closed = False
+    try:
+        if heartbeat is not None:
+            heartbeat.__enter__()
+
+        def planning() -> None:
+            phases.enter("planning")
+            with store.transaction() as conn:
+                update_run(conn, run_id, status=PLANNING, phases=phases.times)
+
+        state = store.get(name)
+        stale = state is not None and state.target != destination.target
+        with build_plan(
+            sync_name=name,
+            sync=sync,
+            model=model,
+            source=source,
+            store=store,
+            full_resync=full_resync,
+            confirmed_is_stale=stale,
+            unsupported_kinds=destination.unsupported_kinds,
+            on_rows=(lambda n: progress("querying", n, None)) if progress else None,
+            on_planning=planning,
+        ) as plan:
+            counts = plan.counts.as_dict()
+            errors = _model_errors(plan)
+            result.samples = {"adds": plan.sample(ADD), "removes": plan.sample(REMOVE)}
+            if dry_run:
+                phases.enter(None)
+                result.status = SUCCEEDED
+            else:
+                phases.enter("sending")
+                with store.transaction() as conn:
+                    store.bind_target(conn, name, destination.target)
+                    update_run(conn, run_id, status=SENDING, phases=phases.times, counts=counts, errors=errors)
+                closed = True  # _send closes the client inside its own event loop
+                totals = asyncio.run(_send(workspace, name, run_id, destination, plan, counts, full_resync, progress))
+                counts = {**counts, **totals.as_dict()}
+                errors = errors + totals.errors
+                phases.enter(None)
+                delivered_all = not (
+                    totals.failed_adds or totals.failed_removes or totals.rejected or totals.not_attempted
+                )
+                result.status = SUCCEEDED if delivered_all else PARTIAL
+                if not delivered_all:
+                    result.message = (
+                        f"{totals.failed_adds + totals.failed_removes} identifier(s) failed, "
+                        f"{sum(totals.rejected.values())} rejected, {totals.not_attempted} not attempted; "
+                        "the next run retries them"
+                    )
+    except SyncError as exc:
+        phases.enter(None)
+        result.status, result.message, result.error = FAILED, exc.message, exc
+        if isinstance(exc, ModelError) and exc.samples:
+            errors = [*errors, {"reason": exc.message, "count": exc.count, "samples": exc.samples}]
+    except BaseException as exc:
+        phases.enter(None)
+        finish_run(store, run_id, FAILED, message=f"internal error: {type(exc).__name__}: {exc}", phases=phases.times)
+        raise
+    finally:
+        if heartbeat is not None:
+            heartbeat.__exit__(None, None, None)
+        if not closed:
+            asyncio.run(destination.aclose())
+    if result.status == FAILED and not dry_run:
+        # The counts written per batch are the truth for what was delivered before the failure.
+        counts = {**counts, **get_run(store, run_id).counts}
+    result.counts, result.phases, result.errors = counts, phases.times, errors
+    finish_run(store, run_id, result.status, phases=phases.times, counts=counts, errors=errors, message=result.message)
+    if not dry_run:
+        release_lock(store, name, run_id)
+    log.info("sync run finished", sync=name, run_id=run_id, status=result.status, message=result.message)
+    return result
+
+
+async def _send(
+    workspace: Workspace,
+    name: str,
+    run_id: str,
+    destination: SyncDestination,
+    plan: Plan,
+    counts: dict[str, Any],
+    full_resync: bool,
+    progress: Progress | None,
+) -> DeliveryTotals:
+    try:
+        store = workspace.store
+        state = store.get(name)
+        tuning = workspace.destination(workspace.sync(name).destination)
+        delivery = Delivery(
+            destination=destination,
+            store=store,
+            sync_name=name,
+            run_id=run_id,
+            concurrency=tuning.concurrency,
+            rate_limit_per_hour=tuning.rate_limit_per_hour,
+            retry=tuning.retry,
+            base_counts=counts,
+            progress=progress,
+        )
+        has_changes = plan.counts.adds > 0 or plan.counts.removes > 0
+        cohort_name = destination.cohort_name
+        if cohort_name is not None and (
+            has_changes or full_resync or state is None or state.cohort_name != cohort_name
+        ):
+            # Once per run, before any membership change: creates the cohort or renames it.
+            await delivery.call(destination.name_cohort)
+            with store.transaction() as conn:
+                store.set_cohort_name(conn, name, cohort_name)
+        return await delivery.deliver(plan)
+    finally:
+        await destination.aclose()

@@ -1,0 +1,93 @@
+"""The sync state database in SQLAlchemy Core (SQLite by default, PostgreSQL in production).
+
+Confirmed membership is keyed by the identifier exactly as it was sent (kind, alias label, value), not by
+the model's primary key: a row whose identifier changes is then naturally one remove and one add, and what
+the table says is precisely what the destination acknowledged.
+
+Migrations in ``migrations/versions`` are kept in step with this module; a test compares them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text
+
+TS = DateTime(timezone=True)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# One row per sync: where its membership lives and the cohort name the destination confirmed.
+sync_states = Table(
+    "sync_states",
+    metadata,
+    Column("sync_name", String(200), primary_key=True),
+    # Destination + cohort (or attribute). When it changes, confirmed membership no longer describes the target.
+    Column("target", String(2048), nullable=False),
+    Column("cohort_name", String(1024)),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+# kind: "e" external id, "a" alias (label is the alias label), "d" device id. label is "" unless an alias.
+sync_members = Table(
+    "sync_members",
+    metadata,
+    Column("sync_name", String(200), primary_key=True),
+    Column("kind", String(1), primary_key=True),
+    Column("label", String(255), primary_key=True),
+    Column("value", String(1024), primary_key=True),
+    Column("confirmed_at", TS, nullable=False),
+)
+
+# Identifiers that a run could not deliver (op "add" or "remove"), so the next plan can count them as retries.
+sync_failures = Table(
+    "sync_failures",
+    metadata,
+    Column("sync_name", String(200), primary_key=True),
+    Column("kind", String(1), primary_key=True),
+    Column("label", String(255), primary_key=True),
+    Column("value", String(1024), primary_key=True),
+    Column("op", String(6), primary_key=True),
+    Column("reason", String(1000), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("failed_at", TS, nullable=False),
+)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("sync_name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # querying planning sending succeeded failed partial
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("full_resync", Boolean, nullable=False, default=False),
+    Column("started_at", TS, nullable=False),
+    Column("finished_at", TS),
+    Column("phases", JSON, nullable=False, default=dict),  # phase -> seconds
+    Column("counts", JSON, nullable=False, default=dict),
+    Column("errors", JSON, nullable=False, default=list),  # first errors: {"reason", "count", "samples"}
+    Column("message", Text),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Index("ix_sync_runs_sync_started", "sync_name", "started_at"),
+)
+
+# One run at a time per sync. A row is held by a live run; a dead holder (its process is gone, or its
+# heartbeat is stale) is taken over, so kill -9 never leaves a sync locked.
+sync_locks = Table(
+    "sync_locks",
+    metadata,
+    Column("sync_name", String(200), primary_key=True),
+    Column("run_id", String(36), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", TS, nullable=False),
+    Column("heartbeat_at", TS, nullable=False),
+)

@@ -1,0 +1,210 @@
+"""SDK-style device ingestion (POST /sdk/data) through HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.platform.store.schema import user_devices, user_events, users
+from tests.support import Tenant, make_tenant
+
+
+def sdk(client: httpx.Client, tenant: Tenant, **body: Any) -> httpx.Response:
+    return client.post("/sdk/data", json={"api_key": tenant.app_key, **body})
+
+
+def export(client: httpx.Client, tenant: Tenant, **ids: Any) -> list[dict[str, Any]]:
+    r = client.post("/users/export/ids", json=ids, headers={"Authorization": f"Bearer {tenant.rest_api_key}"})
+    assert r.status_code == 201, r.text
+    found: list[dict[str, Any]] = r.json()["users"]
+    return found
+
+
+def device_owner(runtime: PlatformRuntime, tenant: Tenant, device_id: str) -> dict[str, Any]:
+    with runtime.engine.connect() as conn:
+        row = conn.execute(
+            select(users.c.id, users.c.external_id, users.c.braze_id)
+            .join(user_devices, user_devices.c.user_id == users.c.id)
+            .where(user_devices.c.workspace_id == tenant.workspace_id, user_devices.c.device_id == device_id)
+        ).one()
+    return dict(row._mapping)
+
+
+def user_count(runtime: PlatformRuntime, tenant: Tenant) -> int:
+    with runtime.engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(users).where(users.c.workspace_id == tenant.workspace_id)
+            ).scalar_one()
+        )
+
+
+def test_a_new_device_creates_an_anonymous_user(client: httpx.Client, tenant: Tenant, runtime: PlatformRuntime) -> None:
+    r = sdk(
+        client,
+        tenant,
+        device_id="dev-1",
+        attributes={"first_name": "Anon", "favorite": "tea"},
+        events=[{"name": "app_open"}, {"name": "viewed", "time": "2024-01-01T00:00:00Z", "properties": {"item": 3}}],
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["external_id"] is None and body["user_created"] is True
+    assert body["attributes_processed"] == 1 and body["events_processed"] == 2
+    again = sdk(client, tenant, device_id="dev-1", events=[{"name": "app_open"}]).json()
+    assert again["braze_id"] == body["braze_id"] and again["user_created"] is False
+    [user] = export(client, tenant, device_id="dev-1")
+    assert "external_id" not in user
+    assert user["braze_id"] == body["braze_id"]
+    assert user["first_name"] == "Anon" and user["custom_attributes"] == {"favorite": "tea"}
+    assert [d["device_id"] for d in user["devices"]] == ["dev-1"]
+    assert {e["name"]: e["count"] for e in user["custom_events"]} == {"app_open": 2, "viewed": 1}
+    assert user_count(runtime, tenant) == 1
+
+
+def test_change_user_identifies_the_anonymous_user(
+    client: httpx.Client, tenant: Tenant, runtime: PlatformRuntime
+) -> None:
+    anon = sdk(client, tenant, device_id="dev-1", attributes={"first_name": "Anon"}).json()
+    r = sdk(client, tenant, device_id="dev-1", external_id="u1", attributes={"last_name": "Known"})
+    assert r.status_code == 201
+    body = r.json()
+    assert body["identified"] is True and body["merged"] is False
+    assert body["braze_id"] == anon["braze_id"] and body["external_id"] == "u1"
+    [user] = export(client, tenant, external_ids=["u1"])
+    assert user["first_name"] == "Anon" and user["last_name"] == "Known"
+    # The device id stays visible on the identified profile...
+    assert [d["device_id"] for d in user["devices"]] == ["dev-1"]
+    assert export(client, tenant, device_id="dev-1")[0]["external_id"] == "u1"
+    # ...and its owner now has an external id, so cohort import no longer matches it by device id.
+    assert device_owner(runtime, tenant, "dev-1")["external_id"] == "u1"
+    # Repeating changeUser with the same id is a no-op.
+    again = sdk(client, tenant, device_id="dev-1", external_id="u1").json()
+    assert again["identified"] is False and again["merged"] is False and again["braze_id"] == anon["braze_id"]
+    assert user_count(runtime, tenant) == 1
+
+
+def test_change_user_merges_into_the_existing_profile(
+    client: httpx.Client, tenant: Tenant, runtime: PlatformRuntime
+) -> None:
+    headers = {"Authorization": f"Bearer {tenant.rest_api_key}"}
+    client.post(
+        "/users/track",
+        json={"attributes": [{"external_id": "u1", "first_name": "Known", "plan": "gold"}]},
+        headers=headers,
+    )
+    [known] = export(client, tenant, external_ids=["u1"])
+    anon = sdk(
+        client,
+        tenant,
+        device_id="dev-1",
+        attributes={"first_name": "Anon", "home_city": "Oslo", "plan": "free", "device_color": "red"},
+        events=[{"name": "app_open"}],
+    ).json()
+    r = sdk(client, tenant, device_id="dev-1", external_id="u1")
+    assert r.status_code == 201
+    body = r.json()
+    assert body["merged"] is True and body["identified"] is False
+    assert body["braze_id"] == known["braze_id"] != anon["braze_id"]
+    [user] = export(client, tenant, external_ids=["u1"])
+    assert user["first_name"] == "Known" and user["home_city"] == "Oslo"
+    assert user["custom_attributes"] == {"plan": "gold", "device_color": "red"}
+    assert [d["device_id"] for d in user["devices"]] == ["dev-1"]
+    assert {e["name"] for e in user["custom_events"]} == {"app_open"}
+    r = client.post("/users/export/ids", json={"braze_id": anon["braze_id"]}, headers=headers)
+    assert r.json()["invalid_user_ids"] == [anon["braze_id"]]
+    assert user_count(runtime, tenant) == 1
+    # Later data from the device goes to the identified profile.
+    sdk(client, tenant, device_id="dev-1", events=[{"name": "purchase_screen"}])
+    [user] = export(client, tenant, external_ids=["u1"])
+    assert {e["name"] for e in user["custom_events"]} == {"app_open", "purchase_screen"}
+
+
+def test_change_user_on_a_device_of_another_identified_user_moves_the_device(
+    client: httpx.Client, tenant: Tenant, runtime: PlatformRuntime
+) -> None:
+    first = sdk(client, tenant, device_id="shared-tablet", external_id="alice", events=[{"name": "a"}]).json()
+    r = sdk(client, tenant, device_id="shared-tablet", external_id="bob", events=[{"name": "b"}])
+    assert r.status_code == 201
+    body = r.json()
+    assert body["device_moved"] is True and body["external_id"] == "bob" and body["braze_id"] != first["braze_id"]
+    alice, bob = export(client, tenant, external_ids=["alice"])[0], export(client, tenant, external_ids=["bob"])[0]
+    assert "devices" not in alice
+    assert [d["device_id"] for d in bob["devices"]] == ["shared-tablet"]
+    assert [e["name"] for e in alice["custom_events"]] == ["a"]
+    assert [e["name"] for e in bob["custom_events"]] == ["b"]
+    # Back to an existing user: the device moves again, no new user.
+    back = sdk(client, tenant, device_id="shared-tablet", external_id="alice").json()
+    assert back["braze_id"] == first["braze_id"] and back["device_moved"] is True
+    assert device_owner(runtime, tenant, "shared-tablet")["external_id"] == "alice"
+    assert user_count(runtime, tenant) == 2
+
+
+def test_app_key_authentication_and_workspace_isolation(client: httpx.Client, runtime: PlatformRuntime) -> None:
+    w1, w2 = make_tenant(runtime), make_tenant(runtime)
+    assert client.post("/sdk/data", json={"device_id": "d"}).status_code == 401
+    r = client.post("/sdk/data", json={"api_key": "cfapp_wrong", "device_id": "d"})
+    assert r.status_code == 401 and r.json()["message"] == "Invalid app key"
+    for wrong in (w1.rest_api_key, w1.client_secret):
+        assert client.post("/sdk/data", json={"api_key": wrong, "device_id": "d"}).status_code == 401
+    assert user_count(runtime, w1) == 0
+
+    assert sdk(client, w1, device_id="d", external_id="u1").status_code == 201
+    assert export(client, w2, device_id="d") == [] and export(client, w2, external_ids=["u1"]) == []
+    # The same device id and external id in W2 are W2's own.
+    b2 = sdk(client, w2, device_id="d", external_id="u1").json()
+    assert b2["user_created"] is True and b2["identified"] is True
+    assert export(client, w1, device_id="d")[0]["braze_id"] != b2["braze_id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "mentions"),
+    [
+        ({}, "device_id"),
+        ({"device_id": ""}, "device_id"),
+        ({"device_id": "d", "attributes": {"email_subscribe": "sometimes"}}, "email_subscribe"),
+        ({"device_id": "d", "attributes": {"external_id": "sneaky"}}, "identifies a user"),
+        ({"device_id": "d", "events": [{"time": "2024-01-01T00:00:00Z"}]}, "name"),
+        ({"device_id": "d", "events": [{"name": "e", "time": "soon"}]}, "ISO-8601"),
+        ({"device_id": "d", "events": [{"name": "e"}] * 76}, "at most 75"),
+        ({"device_id": "d", "purchases": []}, "purchases"),
+        ({"device_id": "d", "external_id": ""}, "external_id"),
+    ],
+)
+def test_invalid_sdk_data_changes_nothing(
+    client: httpx.Client, runtime: PlatformRuntime, body: dict[str, Any], mentions: str
+) -> None:
+    tenant = make_tenant(runtime)
+    r = sdk(client, tenant, **body)
+    assert r.status_code == 400, r.text
+    assert mentions in r.json()["message"]
+    assert user_count(runtime, tenant) == 0
+
+
+def test_a_failing_inc_rolls_back_the_new_device(
+    client: httpx.Client, tenant: Tenant, runtime: PlatformRuntime
+) -> None:
+    sdk(client, tenant, device_id="d0", attributes={"plan": "gold"}, external_id="u1")
+    r = sdk(client, tenant, device_id="d1", external_id="u1", attributes={"plan": {"inc": 1}})
+    assert r.status_code == 400
+    with runtime.engine.connect() as conn:
+        devices = set(
+            conn.execute(
+                select(user_devices.c.device_id).where(user_devices.c.workspace_id == tenant.workspace_id)
+            ).scalars()
+        )
+        events = conn.execute(
+            select(func.count()).select_from(user_events).where(user_events.c.workspace_id == tenant.workspace_id)
+        ).scalar_one()
+    assert devices == {"d0"} and events == 0
+    assert user_count(runtime, tenant) == 1
+
+
+def test_openapi_documents_the_sdk_endpoint(client: httpx.Client) -> None:
+    op = client.get("/openapi.json").json()["paths"]["/sdk/data"]["post"]
+    assert op["summary"] and "api_key" in op["description"]
+    assert {"201", "400", "401"} <= set(op["responses"])
