@@ -36,8 +36,8 @@ from sqlalchemy import Connection, bindparam, func, select, text
 
 from bench.harness import (
     DEFAULT_POSTGRES_URL,
+    CpuMeter,
     Server,
-    cpu_seconds,
     machine,
     platform_server,
     postgres_pids,
@@ -172,16 +172,20 @@ def measured(
     units_per_request: int,
     unit: str,
     *,
+    database: str | None,
     profile_to: str | None = None,
     duration_s: float = 0.0,
 ) -> dict[str, Any]:
     """Run one load phase and attach CPU use: where the two cores went during it."""
-    server_pids = server.pids()
-    pg_pids = postgres_pids() if backend == "postgres" else []
-    before = (cpu_seconds(server_pids), cpu_seconds(pg_pids), resource.getrusage(resource.RUSAGE_SELF))
+    meters = {"server": CpuMeter(server.pids)}
+    if database:
+        meters["postgres"] = CpuMeter(lambda: postgres_pids(database))
+    for meter in meters.values():
+        meter.start()
+    own_before = resource.getrusage(resource.RUSAGE_SELF)
     profiler = None
     if profile_to:
-        # py-spy samples the server and its workers for the whole phase (warm-up included).
+        # py-spy samples what the server and its workers run on CPU during the whole phase (warm-up included).
         profiler = subprocess.Popen(
             [
                 "py-spy",
@@ -189,7 +193,7 @@ def measured(
                 "--pid",
                 str(server.process.pid),
                 "--subprocesses",
-                "--idle",
+                "--nonblocking",
                 "--format",
                 "raw",
                 "--rate",
@@ -207,15 +211,14 @@ def measured(
     wall = time.perf_counter() - wall
     if profiler is not None:
         profiler.wait()
-        log(f"py-spy profile (collapsed stacks, idle included) in {profile_to}")
-    after_self = resource.getrusage(resource.RUSAGE_SELF)
+        log(f"py-spy profile (collapsed stacks, on-CPU samples) in {profile_to}")
+    used = {name: meter.stop() for name, meter in meters.items()}
+    own = resource.getrusage(resource.RUSAGE_SELF)
     summary: dict[str, Any] = {"phase": label, **result.summary(units_per_request, unit)}
     summary["cpu_cores_used"] = {
-        "server": round((cpu_seconds(server_pids) - before[0]) / wall, 2),
-        "postgres": round((cpu_seconds(pg_pids) - before[1]) / wall, 2) if pg_pids else None,
-        "load_generator": round(
-            (after_self.ru_utime + after_self.ru_stime - before[2].ru_utime - before[2].ru_stime) / wall, 2
-        ),
+        "server": round(used["server"] / wall, 2),
+        "postgres": round(used["postgres"] / wall, 2) if "postgres" in used else None,
+        "load_generator": round((own.ru_utime + own.ru_stime - own_before.ru_utime - own_before.ru_stime) / wall, 2),
     }
     if result.responses:
         totals: dict[str, int] = {}
@@ -246,6 +249,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             runtime.close()
 
+        pg_database = url.rsplit("/", 1)[1] if backend == "postgres" else None
         rng = random.Random(args.seed)
         per_connection = max(20, int(args.duration * 200 / args.concurrency))
         env = {"COHORTFLOW_PLATFORM__RATE_LIMIT_PER_HOUR": str(10**9)}  # measure capacity, not the limiter
@@ -287,6 +291,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                             import_run,
                             IDS_PER_REQUEST,
                             "identifiers",
+                            database=pg_database,
                             profile_to=profile_to,
                             duration_s=args.warmup + args.duration,
                         )
@@ -310,7 +315,15 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                     )
 
                 results["phases"].append(
-                    measured(server, backend, "users/track, 75 attributes objects", track_run, TRACK_OBJECTS, "objects")
+                    measured(
+                        server,
+                        backend,
+                        "users/track, 75 attributes objects",
+                        track_run,
+                        TRACK_OBJECTS,
+                        "objects",
+                        database=pg_database,
+                    )
                 )
     return results
 

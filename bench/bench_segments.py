@@ -99,7 +99,7 @@ def seed(engine: Engine, n: int) -> float:
                     f"""
                     INSERT INTO users (workspace_id, braze_id, external_id, created_at, updated_at, email, country,
                                        email_subscribe, custom_attributes, random_bucket)
-                    SELECT :ws, :ws || '-' || i,
+                    SELECT CAST(:ws AS text), CAST(:ws AS text) || '-' || i,
                            CASE WHEN i % 10 <> 7 THEN 'user-' || i END,
                            now(), now(),
                            CASE WHEN i % 5 <> 3 THEN 'user' || i || '@example.com' END,
@@ -192,7 +192,7 @@ def run(engine: Engine, repeat: int) -> tuple[list[Timing], str]:
                 clause = compile_filter(conn, WORKSPACE, node, now=now)
                 q = audience_query(WORKSPACE, [clause])
                 seen = 0
-                result = conn.execution_options(stream_results=True, yield_per=10_000).execute(q)
+                result = conn.execute(q, execution_options={"stream_results": True, "yield_per": 10_000})
                 for part in result.partitions():
                     seen += len(part)
                 return seen

@@ -151,17 +151,36 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / ticks
 
 
-def postgres_pids() -> list[int]:
-    """Every PostgreSQL server process on the machine (other users' queries included)."""
+def postgres_pids(database: str) -> list[int]:
+    """The PostgreSQL backends serving ``database`` (titled ``postgres: [cluster:] user database host ...``)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
             except OSError:
                 continue
+            if title[:1] == ["postgres:"] and database in title[1:4]:
+                pids.append(int(entry.name))
     return pids
+
+
+class CpuMeter:
+    """CPU seconds a changing set of processes spends between ``start`` and ``stop``.
+
+    Processes that appear meanwhile (a pool opening connections, so new PostgreSQL backends) count in full.
+    """
+
+    def __init__(self, list_pids: Callable[[], list[int]]) -> None:
+        self.list_pids = list_pids
+        self.before: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.before = {pid: cpu_seconds([pid]) for pid in self.list_pids()}
+
+    def stop(self) -> float:
+        pids = set(self.before) | set(self.list_pids())
+        return sum(cpu_seconds([pid]) - self.before.get(pid, 0.0) for pid in pids)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

@@ -207,4 +207,26 @@ def test_a_failing_inc_rolls_back_the_new_device(
 def test_openapi_documents_the_sdk_endpoint(client: httpx.Client) -> None:
     op = client.get("/openapi.json").json()["paths"]["/sdk/data"]["post"]
     assert op["summary"] and "api_key" in op["description"]
-    assert {"201", "400", "401"} <= set(op["responses"])
+    assert {"201", "400", "401"} <= set(op["responses"]) and "422" not in op["responses"]
+
+
+def test_cohort_import_matches_the_device_only_while_its_user_is_anonymous(
+    client: httpx.Client, tenant: Tenant
+) -> None:
+    sdk(client, tenant, device_id="anon-phone")
+    sdk(client, tenant, device_id="later-known")
+    sdk(client, tenant, device_id="later-known", external_id="u-known")
+    r = client.post(
+        f"/partners/{tenant.partner}/cohorts/users",
+        json={
+            **tenant.creds(),
+            "cohort_id": "devices",
+            "cohort_changes": [{"device_ids": ["anon-phone", "later-known"]}],
+        },
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["matched"] == 1 and r.json()["unmatched"] == 1
+    [anon] = export(client, tenant, device_id="anon-phone")
+    [known] = export(client, tenant, device_id="later-known")
+    assert [c["cohort_id"] for c in anon["cohorts"]] == ["devices"]
+    assert "cohorts" not in known

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -9,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
 
 from cohortflow.clock import as_utc
@@ -734,4 +737,86 @@ def test_openapi_documents_the_users_endpoints(client: httpx.Client) -> None:
         assert op["summary"]
         assert "requestBody" in op
         assert {"201", "400", "401"} <= set(op["responses"])
+        assert "422" not in op["responses"]  # validation errors are 400, as in Braze
         assert op["security"]  # Bearer REST API key
+    attributes = doc["components"]["schemas"]["AttributesObject"]["properties"]
+    assert {"external_id", "user_alias", "braze_id", "_update_existing_only", "email_subscribe", "dob"} <= set(
+        attributes
+    )
+
+
+# ------------------------------------------------------------------------------------------- arbitrary input, no 5xx
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+identifiers = st.fixed_dictionaries({"external_id": st.text(max_size=10)}) | st.fixed_dictionaries(
+    {"user_alias": st.fixed_dictionaries({"alias_name": st.text(max_size=5), "alias_label": st.text(max_size=5)})}
+)
+track_objects = st.tuples(identifiers, st.dictionaries(st.text(max_size=12), json_values, max_size=5)).map(
+    lambda pair: {**pair[1], **pair[0]}
+)
+bodies = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"attributes": st.lists(track_objects, max_size=3), "events": st.lists(track_objects, max_size=2)}
+    ),
+    st.fixed_dictionaries(
+        {"aliases_to_identify": st.lists(st.dictionaries(st.text(max_size=12), json_values), max_size=3)}
+    ),
+    st.fixed_dictionaries({"user_aliases": st.lists(st.dictionaries(st.text(max_size=12), json_values), max_size=3)}),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from([*ENDPOINTS, "/sdk/data"]), body=bodies)
+def test_arbitrary_bodies_never_cause_a_server_error(
+    client: httpx.Client, tenant: Tenant, path: str, body: Any
+) -> None:
+    r = post(client, tenant, path, body)
+    assert r.status_code < 500, (path, body, r.text)
+    assert "Traceback" not in r.text
+    assert isinstance(r.json()["message"], str)
+
+
+@pytest.mark.parametrize("text", ["nul\u0000inside", "lone\ud800surrogate"])
+def test_strings_the_databases_cannot_store_are_rejected(
+    client: httpx.Client, tenant: Tenant, runtime: PlatformRuntime, text: str
+) -> None:
+    escaped = json.dumps(text)  # ASCII JSON: "\u0000" and "\ud800" escapes, as a client would send them
+    raw = '{"attributes": [{"external_id": "u1", "note": ' + escaped + "}]}"
+    r = client.post("/users/track", content=raw.encode(), headers={**auth(tenant), "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "strings" in r.json()["message"]
+    raw = '{"api_key": "' + tenant.app_key + '", "device_id": ' + escaped + "}"
+    r = client.post("/sdk/data", content=raw.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "strings" in r.json()["message"]
+    assert user_count(runtime, tenant) == 0
+
+
+def test_track_objects_apply_in_request_order(client: httpx.Client, tenant: Tenant) -> None:
+    r = post(
+        client,
+        tenant,
+        "/users/track",
+        {
+            "attributes": [
+                {"external_id": "z", "_update_existing_only": True, "first_name": "skipped"},
+                {"external_id": "z", "last_name": "Created"},
+                {"external_id": "z", "_update_existing_only": True, "home_city": "Applied"},
+            ]
+        },
+    )
+    assert r.json()["attributes_processed"] == 2
+    assert r.json()["errors"] == [
+        {
+            "type": "external_id does not exist and _update_existing_only is true",
+            "input_array": "attributes",
+            "index": 0,
+        }
+    ]
+    user = export_one(client, tenant, external_ids=["z"])
+    assert "first_name" not in user and user["last_name"] == "Created" and user["home_city"] == "Applied"

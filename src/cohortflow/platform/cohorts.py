@@ -68,12 +68,13 @@ def _is_lock_wait_exceeded(exc: DBAPIError) -> bool:
 
 
 @contextmanager
-def _lock_errors_as_resource_locked(lock_wait_seconds: float) -> Iterator[None]:
+def _lock_errors_as_resource_locked() -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
         if _is_lock_wait_exceeded(exc):
-            raise ResourceLocked(Messages.RESOURCE_LOCKED, retry_after=max(1.0, lock_wait_seconds)) from exc
+            # The client already waited the bounded wait; the error's default delay then spaces its retries.
+            raise ResourceLocked(Messages.RESOURCE_LOCKED) from exc
         raise
 
 
@@ -89,12 +90,12 @@ def serialized_transaction(engine: Engine, lock_wait_seconds: float) -> Iterator
             previous = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
             raw.execute(f"PRAGMA busy_timeout = {wait_ms}")
             try:
-                with _lock_errors_as_resource_locked(lock_wait_seconds), conn.begin():
+                with _lock_errors_as_resource_locked(), conn.begin():
                     yield conn
             finally:
                 raw.execute(f"PRAGMA busy_timeout = {previous}")
         return
-    with _lock_errors_as_resource_locked(lock_wait_seconds), engine.begin() as conn:
+    with _lock_errors_as_resource_locked(), engine.begin() as conn:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{wait_ms}ms'")
         yield conn
 
@@ -221,7 +222,8 @@ def import_changes(
     # Consecutive objects of the same direction commute, so each run is one statement.
     for should_remove, run in groupby(resolved, key=lambda r: r.should_remove):
         named = [user_id for r in run for user_id in r.user_ids]
-        distinct = list(dict.fromkeys(named))
+        # Sorted: index pages are then touched in key order, and row locks are always taken in one order.
+        distinct = sorted(set(named))
         if not distinct:
             continue
         if should_remove:

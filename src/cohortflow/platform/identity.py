@@ -198,6 +198,27 @@ def get_or_create_by_external_id(
     return existing, False
 
 
+def create_users_by_external_id(
+    conn: Connection, workspace_id: str, external_ids: list[str], *, now: datetime | None = None
+) -> dict[str, int]:
+    """Create users for ``external_ids`` in one statement; returns the ones this call created.
+
+    Ids another request created meanwhile are skipped (``ON CONFLICT DO NOTHING``); the caller looks them up.
+    Rows are inserted in sorted order so two requests creating overlapping sets cannot deadlock.
+    """
+    if not external_ids:
+        return {}
+    now = now or utcnow()
+    rows = [_new_user_values(workspace_id, ext, now) for ext in sorted(set(external_ids))]
+    stmt = (
+        _insert(conn)(users)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
+        .returning(users.c.id, users.c.external_id)
+    )
+    return {str(ext): int(uid) for uid, ext in conn.execute(stmt)}
+
+
 def aliases_of(conn: Connection, user_id: int) -> list[AliasKey]:
     rows = conn.execute(
         select(user_aliases.c.alias_label, user_aliases.c.alias_name)

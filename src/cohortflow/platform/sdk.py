@@ -39,6 +39,7 @@ from cohortflow.platform.users import (
     EventFields,
     ExternalId,
     ProfileAttributes,
+    RequestBody,
     apply_profile_changes,
     event_row,
     validation_error,
@@ -47,7 +48,7 @@ from cohortflow.platform.users import (
 MAX_SDK_EVENTS = MAX_TRACK_OBJECTS
 
 
-class SdkDataRequest(BaseModel):
+class SdkDataRequest(RequestBody):
     """``POST /sdk/data``: one device's batch of data."""
 
     model_config = ConfigDict(extra="forbid")

@@ -42,7 +42,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Connection, func, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
 
 from cohortflow.clock import as_utc, utcnow
 from cohortflow.platform import identity
@@ -63,7 +63,6 @@ MAX_IDS_PER_REQUEST = 50
 MAX_STRING_VALUE = 255
 MAX_PROPERTY_NAME = 255
 
-SUBSCRIPTION_STATES = ("subscribed", "opted_in", "unsubscribed")
 GENDERS = ("M", "F", "O", "N", "P")
 # Braze attribute keys this platform does not implement; storing them as custom attributes would be wrong.
 UNSUPPORTED_ATTRIBUTES = frozenset({"push_tokens", "push_token_import", "subscription_groups"})
@@ -87,6 +86,48 @@ _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 def validation_error(kind: str, message: str) -> PydanticCustomError:
     """A validation error whose text is exactly ``message`` (the context keeps braces in it literal)."""
     return PydanticCustomError(kind, "{message}", {"message": message})
+
+
+def check_storable(data: Any) -> None:
+    """Reject what neither database can store, anywhere in a decoded JSON body: NUL characters (PostgreSQL text
+    and JSONB refuse them), lone surrogates (not encodable as UTF-8) and non-finite numbers (JSON has none).
+    Iterative, so a deeply nested body cannot exhaust the stack."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise validation_error("number", "numbers must be finite (NaN and Infinity are not JSON)")
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(key, str):
+                    _check_text(key)
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise validation_error("string", "strings may not contain the NUL character (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise validation_error("string", "strings must be valid Unicode (no lone surrogate code points)") from None
+
+
+class RequestBody(BaseModel):
+    """Base of the request bodies: unknown fields rejected, and nothing the databases cannot store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        check_storable(data)
+        return data
 
 
 # --------------------------------------------------------------------------------------------------- identifiers
@@ -235,7 +276,7 @@ def _validate_time_zone(value: str | None) -> str | None:
 
 
 Short = Annotated[str, StringConstraints(max_length=255)]
-SubscriptionState = Literal["subscribed", "opted_in", "unsubscribed"]
+SubscriptionState = Literal["subscribed", "opted_in", "unsubscribed"]  # Braze's email/push subscription states
 
 
 class ProfileAttributes(BaseModel):
@@ -460,7 +501,7 @@ def _check_array_sizes(data: Any, names: tuple[str, ...], limit: int, message: s
             raise validation_error("too_many", message.format(array=name, count=len(value)))
 
 
-class TrackRequest(BaseModel):
+class TrackRequest(RequestBody):
     """``POST /users/track``: at most 75 objects in each array."""
 
     model_config = ConfigDict(extra="forbid")
@@ -547,14 +588,34 @@ class _Profile:
                 self.custom[op.key] = current
 
     def flush(self, conn: Connection, now: datetime) -> None:
-        if not self.dirty:
-            return
+        if self.dirty:
+            flush_profiles(conn, [self], now)
+
+
+def flush_profiles(conn: Connection, profiles: list[_Profile], now: datetime) -> None:
+    """Write changed profiles back: one executemany per set of changed columns (one round trip on psycopg)."""
+    groups: dict[tuple[str, ...], list[_Profile]] = {}
+    for profile in profiles:
+        if profile.dirty:
+            groups.setdefault(tuple(sorted(profile.columns)), []).append(profile)
+    for columns, group in groups.items():
+        values: dict[str, Any] = {c: bindparam(f"v_{c}", type_=users.c[c].type) for c in columns}
+        values["custom_attributes"] = bindparam("v_custom_attributes", type_=users.c.custom_attributes.type)
+        values["updated_at"] = bindparam("v_updated_at", type_=users.c.updated_at.type)
         conn.execute(
-            update(users)
-            .where(users.c.id == self.id)
-            .values(**self.columns, custom_attributes=self.custom, updated_at=now)
+            update(users).where(users.c.id == bindparam("v_id")).values(values),
+            [
+                {
+                    "v_id": p.id,
+                    "v_custom_attributes": p.custom,
+                    "v_updated_at": now,
+                    **{f"v_{c}": p.columns[c] for c in columns},
+                }
+                for p in group
+            ],
         )
-        self.dirty = False
+        for p in group:
+            p.dirty = False
 
 
 class _Resolver:
@@ -581,6 +642,22 @@ class _Resolver:
                 )
             ):
                 self.by_external[ext] = int(uid)
+            # Create in one statement the missing users whose first mention may create them; a user whose first
+            # mention is update-only is left to ``resolve``, so the request's order still decides.
+            first: dict[str, _Identified] = {}
+            for o in objects:
+                if o.external_id is not None:
+                    first.setdefault(o.external_id, o)
+            creatable = [e for e, o in first.items() if e not in self.by_external and not o.updates_existing_only]
+            self.by_external.update(identity.create_users_by_external_id(self.conn, ws, creatable, now=self.now))
+            missing = [e for e in creatable if e not in self.by_external]
+            if missing:  # created by a concurrent request since our lookup
+                for uid, ext in self.conn.execute(
+                    select(users.c.id, users.c.external_id).where(
+                        users.c.workspace_id == ws, users.c.external_id.in_(missing)
+                    )
+                ):
+                    self.by_external[ext] = int(uid)
         if aliases:
             for uid, label, name in self.conn.execute(
                 select(user_aliases.c.user_id, user_aliases.c.alias_label, user_aliases.c.alias_name).where(
@@ -646,8 +723,7 @@ class _Resolver:
         return self.profiles[uid]
 
     def flush(self) -> None:
-        for profile in self.profiles.values():
-            profile.flush(self.conn, self.now)
+        flush_profiles(self.conn, list(self.profiles.values()), self.now)
 
 
 def event_row(
@@ -741,7 +817,7 @@ class AliasToIdentify(BaseModel):
     user_alias: UserAlias
 
 
-class IdentifyRequest(BaseModel):
+class IdentifyRequest(RequestBody):
     """``POST /users/identify``: at most 50 aliases to identify."""
 
     model_config = ConfigDict(extra="forbid")
@@ -832,7 +908,7 @@ class NewUserAlias(BaseModel):
     alias_label: Annotated[str, StringConstraints(min_length=1, max_length=identity.MAX_ALIAS_LABEL_LENGTH)]
 
 
-class NewAliasesRequest(BaseModel):
+class NewAliasesRequest(RequestBody):
     """``POST /users/alias/new``: at most 50 aliases."""
 
     model_config = ConfigDict(extra="forbid")
@@ -886,7 +962,7 @@ def new_aliases(
 # -------------------------------------------------------------------------------------------------------- delete
 
 
-class DeleteRequest(BaseModel):
+class DeleteRequest(RequestBody):
     """``POST /users/delete``: at most 50 identifiers in total."""
 
     model_config = ConfigDict(extra="forbid")
@@ -952,7 +1028,7 @@ EXPORT_FIELDS: tuple[str, ...] = (
 )
 
 
-class ExportRequest(BaseModel):
+class ExportRequest(RequestBody):
     """``POST /users/export/ids``: up to 50 external_ids and user_aliases together; at most one of device_id,
     email_address and phone; ``braze_id`` alone or with the others."""
 

@@ -5,16 +5,17 @@ How a send never reaches a user twice, even across a crash
 1. When a send starts, its audience (any target segment, AND the optional extra filter) is evaluated once,
    in SQL, and written as one ``pending`` row per user in ``campaign_deliveries`` (primary key
    ``(send_id, user_id)``). A resumed send works from these rows; it never re-evaluates the audience.
-2. Before a message leaves, its row goes ``pending -> claimed`` in its own committed transaction, with a
-   conditional UPDATE: of two processes racing for the same row, exactly one changes it.
-3. After the channel answers, the row becomes ``sent`` or ``failed`` (with the reason). Unreachable users
-   and per-user template errors are decided before any claim, so they are logged without a delivery.
+2. Before messages leave, their rows go ``pending -> claimed`` in a committed transaction (a chunk of rows
+   per commit), with a conditional UPDATE: of two processes racing for the same row, exactly one changes it.
+3. After the channel answers, the row becomes ``sent`` or ``failed`` (with the reason), one commit per
+   message. Unreachable users and per-user template errors are logged (``skipped``, ``failed``) without a
+   channel call.
 4. One process at a time runs a send (a lease on ``campaign_sends``, see :mod:`.leases`). If it dies, the
    lease runs out and ``resume`` (or the worker) continues with the rows not yet ``sent``/``failed``/``skipped``.
 
-A row still ``claimed`` after a crash is in doubt: the process died between claiming it and recording the
-channel's answer, so the message may or may not have been accepted. We resend it (at-least-once) with the
-same idempotency identity:
+A row still ``claimed`` after a crash was either never attempted (the rest of its chunk) or in flight when
+the process died, in which case the message may or may not have been accepted. We resend it (at-least-once)
+with the same idempotency identity:
 
 * webhooks carry ``Idempotency-Key: cf-campaign-<send>-<user>`` on every attempt, so a receiver that keeps
   keys (as payment-style APIs do) processes the message once;
@@ -29,7 +30,7 @@ same idempotency identity:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -74,6 +75,7 @@ from cohortflow.settings import MessagingSettings
 DELIVERY_STATUSES = ("pending", "claimed", "sent", "failed", "skipped")
 SEND_STATUSES = ("scheduled", "running", "completed", "canceled")
 MAX_LOG_PAGE = 1000
+CLAIM_CHUNK = 50
 
 
 class CampaignDefinition(BaseModel):
@@ -502,52 +504,70 @@ def _deliver_all(
             )
         if not batch:
             return attempted, False
-        for row in batch:
+        for first in range(0, len(batch), CLAIM_CHUNK):
+            chunk = batch[first : first + CLAIM_CHUNK]
+            last_user_id = int(chunk[-1]["user_id"])
             if not lease.keep():
                 return attempted, True
-            user_id = int(row["user_id"])
-            last_user_id = user_id
-            seen = (
-                d.c.send_id == send_id,
-                d.c.user_id == user_id,
-                d.c.status == row["delivery_status"],
-                d.c.attempts == row["attempts"],
-            )
-            claimed = False
-
-            def claim(seen: tuple[Any, ...] = seen) -> bool:
-                nonlocal claimed
-                pacer.wait()
-                with engine.begin() as conn:
-                    result = conn.execute(
-                        update(d).where(*seen).values(status="claimed", attempts=d.c.attempts + 1, updated_at=clock())
-                    )
-                claimed = result.rowcount == 1
-                return claimed
-
-            outcome = deliverer.deliver(message, row, f"cf-campaign-{send_id}-{user_id}", before_send=claim)
-            attempted += 1 if claimed else 0
-            _record(engine, send_id, user_id, outcome, row, claimed, clock)
+            ours = _claim(engine, send_id, chunk, clock)
+            for row in chunk:
+                user_id = int(row["user_id"])
+                if user_id not in ours:
+                    continue  # another process holds this row
+                outcome = deliverer.deliver(message, row, f"cf-campaign-{send_id}-{user_id}", before_send=pacer.ready)
+                attempted += 1
+                _record(engine, send_id, user_id, outcome, ours[user_id], clock)
+                if not lease.keep():
+                    return attempted, True
     return attempted, False  # pragma: no cover - the loop returns
 
 
-def _record(
-    engine: Engine, send_id: int, user_id: int, outcome: Outcome, row: Mapping[Any, Any], claimed: bool, clock: Clock
-) -> None:
+def _claim(engine: Engine, send_id: int, chunk: Sequence[Any], clock: Clock) -> dict[int, int]:
+    """Claim a chunk of rows in one commit; returns ``{user_id: attempts}`` of the rows now ours.
+
+    Claiming a chunk at once costs one commit instead of one per message. It does not widen the duplicate
+    window: a claimed row whose message was never attempted is simply sent on resume, and outcomes are still
+    committed one message at a time.
+    """
     d = campaign_deliveries
-    if claimed:
-        where = [d.c.status == "claimed", d.c.attempts == row["attempts"] + 1]
-    elif outcome.status == "lost":
-        return
-    else:
-        where = [d.c.status == row["delivery_status"], d.c.attempts == row["attempts"]]
+    now = clock()
+    ours: dict[int, int] = {}
+    with engine.begin() as conn:
+        pending = [int(r["user_id"]) for r in chunk if r["delivery_status"] == "pending"]
+        if pending:
+            claimed = conn.execute(
+                update(d)
+                .where(d.c.send_id == send_id, d.c.user_id.in_(pending), d.c.status == "pending")
+                .values(status="claimed", attempts=d.c.attempts + 1, updated_at=now)
+                .returning(d.c.user_id, d.c.attempts)
+            )
+            ours.update({int(uid): int(attempts) for uid, attempts in claimed})
+        # Rows a crashed process left claimed: in doubt, so resent (at-least-once, same idempotency key).
+        for row in chunk:
+            if row["delivery_status"] != "claimed":
+                continue
+            result = conn.execute(
+                update(d)
+                .where(
+                    d.c.send_id == send_id,
+                    d.c.user_id == row["user_id"],
+                    d.c.status == "claimed",
+                    d.c.attempts == row["attempts"],
+                )
+                .values(attempts=d.c.attempts + 1, updated_at=now)
+            )
+            if result.rowcount == 1:
+                ours[int(row["user_id"])] = int(row["attempts"]) + 1
+    return ours
+
+
+def _record(engine: Engine, send_id: int, user_id: int, outcome: Outcome, attempts: int, clock: Clock) -> None:
+    d = campaign_deliveries
     with engine.begin() as conn:
         conn.execute(
             update(d)
-            .where(d.c.send_id == send_id, d.c.user_id == user_id, *where)
-            .values(
-                status=outcome.status, reason=(outcome.reason or None) and outcome.reason[:1000], updated_at=clock()
-            )
+            .where(d.c.send_id == send_id, d.c.user_id == user_id, d.c.status == "claimed", d.c.attempts == attempts)
+            .values(status=outcome.status, reason=outcome.reason[:1000] if outcome.reason else None, updated_at=clock())
         )
 
 

@@ -144,6 +144,11 @@ class Pacer:
         self._next = time.monotonic()
         self._sleep = sleep
 
+    def ready(self) -> bool:
+        """Wait for the next slot; usable as :meth:`Deliverer.deliver`'s ``before_send``."""
+        self.wait()
+        return True
+
     def wait(self) -> None:
         if not self._interval:
             return

@@ -33,7 +33,6 @@ from sqlalchemy import (
     not_,
     or_,
     select,
-    true,
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -86,7 +85,7 @@ class _Compiler:
         if isinstance(node, OrGroup):
             return or_(*(self.node(child) for child in node.filters))
         if isinstance(node, NotGroup):
-            return _not(self.node(node.filter))
+            return self.negated(node.filter)
         if isinstance(node, PartnerCohortFilter):
             return self.cohort(node)
         if isinstance(node, CustomAttributeFilter):
@@ -112,6 +111,20 @@ class _Compiler:
         if isinstance(node, RandomBucketFilter):
             return _compare(users.c.random_bucket, node.operator, node.value)
         raise InvalidRequest(f"unsupported filter type {getattr(node, 'type', node)!r}")  # pragma: no cover
+
+    def negated(self, node: FilterNode) -> ColumnElement[bool]:
+        """``NOT node``, pushed down to the leaves (De Morgan) so that a negated cohort becomes ``NOT EXISTS``,
+        which PostgreSQL runs as an anti-join; a ``COALESCE`` around it would hide that shape."""
+        if isinstance(node, NotGroup):
+            return self.node(node.filter)
+        if isinstance(node, AndGroup):
+            return or_(*(self.negated(child) for child in node.filters))
+        if isinstance(node, OrGroup):
+            return and_(*(self.negated(child) for child in node.filters))
+        if isinstance(node, PartnerCohortFilter):
+            flipped = "does_not_include" if node.operator == "includes" else "includes"
+            return self.cohort(node.model_copy(update={"operator": flipped}))
+        return _not(self.node(node))
 
     # -- cohorts -------------------------------------------------------------------------------------------
 
@@ -327,5 +340,4 @@ def compile_filter(conn: Connection, workspace_id: str, node: FilterNode, *, now
     Cohort references are resolved now (unknown ones raise :class:`InvalidRequest`); ``now`` anchors every
     "in the last N days" condition.
     """
-    clause = _Compiler(conn, workspace_id, now).node(node)
-    return clause if clause is not None else true()
+    return _Compiler(conn, workspace_id, now).node(node)

@@ -27,6 +27,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": MessageResponse, "description": "Invalid body: the message names the field and the rule"},
     401: {"model": MessageResponse, "description": "Missing, unknown or revoked REST API key"},
     413: {"model": MessageResponse, "description": "Body over 4 MB"},
+    # Listing 4XX also keeps FastAPI from documenting a 422 this API never sends (validation errors are 400).
+    "4XX": {"model": MessageResponse, "description": "Any other client error, with a message"},
 }
 
 
