@@ -323,6 +323,8 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                         TRACK_OBJECTS,
                         "objects",
                         database=pg_database,
+                        profile_to=os.path.join(args.profile_dir, f"{backend}-track.txt") if args.profile_dir else None,
+                        duration_s=args.warmup + args.duration,
                     )
                 )
     return results
@@ -365,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-database", action="store_true", help="do not drop the database afterwards")
     parser.add_argument("--json-out", help="also write the report as JSON to this file")
     parser.add_argument(
-        "--profile-dir", help="record py-spy profiles of the server during the import phases into this directory"
+        "--profile-dir", help="record py-spy profiles of the server during each phase into this directory"
     )
     parser.add_argument("--short", action="store_true", help="CI mode: 20k users, 5 s phases, 1 s warm-up")
     args = parser.parse_args(argv)

@@ -76,7 +76,11 @@ def test_state_migrations_match_the_schema(state_url: str) -> None:
     store = StateStore.open(state_url)
     try:
         with store.engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+            diff = [
+                d
+                for d in compare_metadata(MigrationContext.configure(conn), metadata)
+                if not (d[0] == "remove_table" and d[1].name == "sync_alembic_version")  # alembic's own table
+            ]
         assert diff == []
         StateStore.open(state_url).close()  # migrating again is a no-op
     finally:

@@ -20,10 +20,25 @@ from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Engine, delete, func, literal, select, true, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Connection,
+    Engine,
+    any_,
+    cast,
+    delete,
+    func,
+    literal,
+    literal_column,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.types import UserDefinedType
 
 from cohortflow.clock import as_utc, utcnow
 from cohortflow.platform import audit
@@ -188,10 +203,41 @@ def _add_members(conn: Connection, cohort_pk: int, user_ids: Sequence[int], now:
     return len(inserted.all())
 
 
+class _Tid(UserDefinedType[Any]):
+    """PostgreSQL's row address type, for the delete below."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "TID"
+
+
 def _remove_members(conn: Connection, cohort_pk: int, user_ids: Sequence[int]) -> int:
+    if conn.dialect.name != "postgresql":
+        deleted = conn.execute(
+            delete(cohort_members)
+            .where(cohort_members.c.cohort_pk == cohort_pk,
+                   in_batch(conn, cohort_members.c.user_id, user_ids, BigInteger))
+            .returning(cohort_members.c.user_id)
+        )
+        return len(deleted.all())
+    # ``cohort_pk = :pk AND user_id = ANY(:ids)`` lets the planner scan the cohort's whole index range and
+    # filter when its statistics undercount the cohort (a cohort that grew since the last ANALYZE): 20 ms and
+    # climbing with the cohort's size instead of 2 ms. Finding the rows with one LATERAL index probe per user
+    # and deleting them by row address pins the cheap plan.
+    batch = batch_source(conn, user_ids, BigInteger)
+    m = cohort_members.alias("m")
+    probe = (
+        select(literal_column("m.ctid").label("address"))
+        .select_from(m)
+        .where(m.c.cohort_pk == cohort_pk, m.c.user_id == batch.c.value)
+        .limit(1)
+        .lateral()
+    )
+    rows = select(func.array_agg(probe.c.address)).select_from(batch).join(probe, true()).scalar_subquery()
     deleted = conn.execute(
         delete(cohort_members)
-        .where(cohort_members.c.cohort_pk == cohort_pk, in_batch(conn, cohort_members.c.user_id, user_ids, BigInteger))
+        .where(literal_column("cohort_members.ctid") == any_(cast(rows, ARRAY(_Tid()))))
         .returning(cohort_members.c.user_id)
     )
     return len(deleted.all())

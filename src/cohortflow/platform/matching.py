@@ -21,7 +21,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ARRAY, ColumnElement, Connection, Select, Text, and_, any_, bindparam, cast, func, select, tuple_
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    Select,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    func,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.sql.selectable import TableValuedAlias
 
@@ -73,14 +86,15 @@ def _probe(conn: Connection, query: Select[Any], in_workspace: ColumnElement[boo
            values: Sequence[str]) -> Select[Any]:
     """``query`` restricted to rows whose ``column`` is one of ``values``, probing the unique index per value.
 
-    The row source is written so each planner drives the loop from the batch: PostgreSQL joins the unnested
-    array (estimated at its real size), SQLite uses ``IN (SELECT ... json_each)``, since it cannot size a
-    ``json_each`` join and would otherwise scan the workspace's whole index.
+    The shape pins the plan whatever the table statistics say (a workspace seeded a minute ago has none yet):
+    on PostgreSQL each unnested value drives a ``LATERAL (... LIMIT 1)`` subquery, which the planner cannot
+    flatten into a hash join over the workspace's whole index range; SQLite gets ``IN (SELECT ... json_each)``,
+    since it cannot size a ``json_each`` join and would otherwise walk the workspace's index.
     """
     if _is_postgres(conn):
         batch = batch_source(conn, values)
-        table: Any = column.table
-        return query.select_from(batch).join(table, and_(in_workspace, column == batch.c.value))
+        probe = query.where(in_workspace, column == batch.c.value).limit(1).lateral()
+        return select(*probe.c).select_from(batch).join(probe, true())
     return query.where(in_workspace, in_batch(conn, column, values))
 
 
@@ -127,10 +141,14 @@ def match_aliases(conn: Connection, workspace_id: str, aliases: Collection[Alias
         names = cast(bindparam(None, [n for n, _ in wanted], type_=ARRAY(Text)), ARRAY(Text))
         labels = cast(bindparam(None, [label for _, label in wanted], type_=ARRAY(Text)), ARRAY(Text))
         pairs = func.unnest(names, labels).table_valued("alias_name", "alias_label").render_derived()
-        on = and_(a.c.alias_label == pairs.c.alias_label, a.c.alias_name == pairs.c.alias_name)
-        query = select(a.c.alias_name, a.c.alias_label, a.c.user_id).select_from(pairs).join(
-            a, and_(a.c.workspace_id == workspace_id, on)
+        probe = (
+            select(a.c.alias_name, a.c.alias_label, a.c.user_id)
+            .where(a.c.workspace_id == workspace_id, a.c.alias_label == pairs.c.alias_label,
+                   a.c.alias_name == pairs.c.alias_name)
+            .limit(1)
+            .lateral()
         )
+        query = select(*probe.c).select_from(pairs).join(probe, true())
     else:
         pairs = batch_source(conn, [[n, label] for n, label in wanted])
         query = select(a.c.alias_name, a.c.alias_label, a.c.user_id).where(

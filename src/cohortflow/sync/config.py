@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from cohortflow.sync.errors import ConfigError
+from cohortflow.wire.cohort_import import MAX_COHORT_ID_LENGTH, MAX_COHORT_NAME_LENGTH
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Column names end up inside generated SQL, always quoted; refusing quotes keeps quoting trivially safe.
@@ -159,15 +160,18 @@ class IdentifierConfig(_Strict):
 
 class CreateCohort(_Strict):
     mode: Literal["create"]
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=MAX_COHORT_NAME_LENGTH)
     cohort_id: str | None = Field(
-        default=None, min_length=1, description="Override the id derived from the sync name (rarely needed)."
+        default=None,
+        min_length=1,
+        max_length=MAX_COHORT_ID_LENGTH,
+        description="Override the id derived from the sync name (rarely needed).",
     )
 
 
 class ExistingCohort(_Strict):
     mode: Literal["existing"]
-    cohort_id: str = Field(min_length=1)
+    cohort_id: str = Field(min_length=1, max_length=MAX_COHORT_ID_LENGTH)
 
 
 CohortConfig = Annotated[CreateCohort | ExistingCohort, Field(discriminator="mode")]

@@ -132,6 +132,8 @@ class Delivery:
         # leave the rest of the plan to the next run instead of grinding through every batch's retries.
         self._gave_up = False
         self._not_attempted = 0
+        # Whether the failures table may hold identifiers of this op (else confirming skips clearing it).
+        self._may_have_failed = {ADD: True, REMOVE: True}
 
     # ------------------------------------------------------------ one request, retried
 
@@ -189,7 +191,7 @@ class Delivery:
             totals.unmatched += outcome.unmatched or 0
             totals.unchanged += outcome.unchanged or 0
         with self.store.transaction() as conn:
-            self.store.confirm(conn, self.sync_name, op, ids)
+            self.store.confirm(conn, self.sync_name, op, ids, clear_failures=self._may_have_failed[op])
             update_run(conn, self.run_id, counts=self._counts(), errors=totals.errors)
             heartbeat(conn, self.sync_name, self.run_id, self.store.clock())
 
@@ -279,6 +281,7 @@ class Delivery:
 
     async def deliver(self, plan: Plan) -> DeliveryTotals:
         self._total = plan.counts.adds + plan.counts.removes
+        self._may_have_failed = {ADD: plan.counts.retried_adds > 0, REMOVE: plan.counts.retried_removes > 0}
         await self._phase(plan, REMOVE)
         if self.totals.failed_removes or self._gave_up:
             # Adds after an undelivered remove could be undone by it later; the next run sends both in order.

@@ -106,8 +106,12 @@ def run_sync(
     full_resync: bool = False,
     progress: Progress | None = None,
 ) -> RunResult:
-    """Run sync ``name`` once. Errors during the run end it as ``failed`` in the result (``result.error``);
-    an unknown name or a held lock raises before a run is recorded."""
+    """Run sync ``name`` once and return its record.
+
+    Errors during the run end it as ``failed`` in the result (``result.error`` holds the exception); an
+    unknown name raises :class:`UnknownObject`, and a lock held by a live run raises :class:`SyncLocked`
+    (the attempt is recorded as a failed run). Non-cohortflow exceptions (bugs) are recorded and re-raised.
+    """
     sync = workspace.sync(name)
     model = workspace.model(sync.model)
     source = workspace.source(model.source)

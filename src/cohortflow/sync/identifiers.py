@@ -34,7 +34,7 @@ NULL_PRIMARY_KEY = "null_primary_key"
 UNSUPPORTED_BY_DESTINATION = "unsupported_by_destination"
 
 
-def _quote(column: str) -> str:
+def quote_column(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
@@ -90,7 +90,7 @@ def resolution_sql(
     blank_checks = []
     for choice in config.choices():
         r = _resolved(choice)
-        col = _quote(r.column)
+        col = quote_column(r.column)
         textual = _is_textual(schema.field(r.column).type)
         text = f"CAST({col} AS VARCHAR)"
         present = f"({col} IS NOT NULL AND trim({text}) <> '')" if textual else f"({col} IS NOT NULL)"
@@ -109,7 +109,7 @@ def resolution_sql(
         if unsupported_kinds
         else ""
     )
-    pk = _quote(primary_key)
+    pk = quote_column(primary_key)
     return f"""
         SELECT pk, kind, label, value,
             CASE

@@ -15,7 +15,7 @@ import duckdb
 
 from cohortflow.sync.config import IdentifierConfig, ModelConfig
 from cohortflow.sync.errors import ModelError, SourceUnavailable
-from cohortflow.sync.identifiers import _quote, identifier_columns, resolution_sql
+from cohortflow.sync.identifiers import identifier_columns, quote_column, resolution_sql
 from cohortflow.sync.sources import Source, model_query
 
 SAMPLE_SIZE = 5
@@ -57,7 +57,7 @@ def materialize(
                 f"the model has no column {', '.join(repr(c) for c in missing)} "
                 f"(it has: {', '.join(reader.schema.names)})"
             )
-        select_list = ", ".join(_quote(c) for c in dict.fromkeys(columns))
+        select_list = ", ".join(quote_column(c) for c in dict.fromkeys(columns))
         con.register("raw_schema", reader.schema.empty_table())
         con.execute(f"CREATE TABLE raw_rows AS SELECT {select_list} FROM raw_schema")
         con.unregister("raw_schema")

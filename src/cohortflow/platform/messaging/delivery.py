@@ -139,9 +139,16 @@ class Deliverer:
 class Pacer:
     """Spaces messages evenly to honour a per-minute rate limit (no bursts, so receivers see a steady rate)."""
 
-    def __init__(self, per_minute: int | None, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        per_minute: int | None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._interval = 60.0 / per_minute if per_minute else 0.0
-        self._next = time.monotonic()
+        self._monotonic = monotonic
+        self._next = monotonic()
         self._sleep = sleep
 
     def ready(self) -> bool:
@@ -152,7 +159,7 @@ class Pacer:
     def wait(self) -> None:
         if not self._interval:
             return
-        now = time.monotonic()
+        now = self._monotonic()
         if self._next > now:
             self._sleep(self._next - now)
             now = self._next

@@ -106,7 +106,7 @@ def _kind(value: object) -> str:
     if value is None:
         return "no value"
     if isinstance(value, bool):
-        return f"boolean {value!r}".replace("True", "true").replace("False", "false")
+        return f"boolean {'true' if value else 'false'}"
     if isinstance(value, int | float):
         return f"number {value!r}"
     if isinstance(value, str):
@@ -143,8 +143,10 @@ def _check_operator_value(subject: str, operator: str, value: Value, *, allow: s
         if not isinstance(value, str) or value == "":
             raise ValueError(bad)
     elif operator == "in":
-        if not isinstance(value, list) or not value or len(value) > MAX_LIST_VALUES:
-            raise ValueError(bad if not isinstance(value, list) or not value else f"{bad} (at most {MAX_LIST_VALUES})")
+        if not isinstance(value, list) or not value:
+            raise ValueError(bad)
+        if len(value) > MAX_LIST_VALUES:
+            raise ValueError(f"operator 'in' on {subject} takes at most {MAX_LIST_VALUES} values, got {len(value)}")
         strings = all(isinstance(v, str) for v in value)
         numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
         if not (strings or numbers):

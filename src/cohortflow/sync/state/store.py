@@ -162,8 +162,13 @@ class StateStore:
                 cond = and_(cond, extra)
             conn.execute(delete(table).where(cond))
 
-    def confirm(self, conn: Connection, sync_name: str, op: str, ids: Sequence[Identity]) -> None:
-        """Record that the destination acknowledged ``op`` ("add" or "remove") for ``ids``."""
+    def confirm(
+        self, conn: Connection, sync_name: str, op: str, ids: Sequence[Identity], *, clear_failures: bool = True
+    ) -> None:
+        """Record that the destination acknowledged ``op`` ("add" or "remove") for ``ids``.
+
+        ``clear_failures=False`` skips forgetting earlier failures when the caller knows there are none.
+        """
         now = self.clock()
         if op == "add":
             self._insert(
@@ -174,7 +179,8 @@ class StateStore:
             )
         else:
             self._delete(conn, sync_members, sync_name, ids)
-        self._delete(conn, sync_failures, sync_name, ids, sync_failures.c.op == op)
+        if clear_failures:
+            self._delete(conn, sync_failures, sync_name, ids, sync_failures.c.op == op)
 
     def record_failures(
         self, conn: Connection, sync_name: str, op: str, ids: Sequence[Identity], reason: str, run_id: str
