@@ -145,7 +145,7 @@ def timed(label: str, fn: Callable[[], int], repeat: int) -> Timing:
     return Timing(label, seconds, rows)
 
 
-def run(engine: Engine, repeat: int) -> tuple[list[Timing], str]:
+def run(engine: Engine, repeat: int, settings: list[str]) -> tuple[list[Timing], str]:
     now = datetime.now(UTC)
     includes = parse_filter(
         {
@@ -167,6 +167,9 @@ def run(engine: Engine, repeat: int) -> tuple[list[Timing], str]:
     )
     results: list[Timing] = []
     with engine.connect() as conn:
+        for setting in settings:
+            name, _, value = setting.partition("=")
+            conn.execute(text("SELECT set_config(:n, :v, false)"), {"n": name.strip(), "v": value.strip()})
 
         def count(node: Any) -> Callable[[], int]:
             def go() -> int:
@@ -222,27 +225,38 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--plan", action="store_true", help="print the count's EXPLAIN ANALYZE")
+    parser.add_argument("--set", dest="settings", action="append", default=[], help="NAME=VALUE session setting")
+    parser.add_argument("--reuse", metavar="URL", help="measure a database kept by an earlier --keep run")
     args = parser.parse_args()
     sizes = [100_000] if args.quick else (args.users or [1_000_000])
     repeat = 3 if args.quick else args.repeat
+    if args.reuse:
+        engine = make_engine(args.reuse)
+        report(engine, "kept database", repeat, args.settings, args.plan)
+        engine.dispose()
+        return
     for n in sizes:
         with scratch_database(args.postgres, n, args.keep) as url:
             engine = make_engine(url)
             migrate(engine)
             seconds = seed(engine, n)
-            print(f"\n## {n:,} users (seeded in {seconds:.1f} s)\n")
-            results, plan = run(engine, repeat)
-            print("| operation | members | median | min | max |")
-            print("|---|---:|---:|---:|---:|")
-            for t in results:
-                rate = f" ({t.rows / t.median:,.0f} ids/s)" if "list all" in t.label else ""
-                print(
-                    f"| {t.label} | {t.rows:,} | {t.median * 1000:.0f} ms{rate} | "
-                    f"{min(t.seconds) * 1000:.0f} ms | {max(t.seconds) * 1000:.0f} ms |"
-                )
-            if args.plan:
-                print("\n```\n" + plan + "\n```")
+            report(engine, f"{n:,} users (seeded in {seconds:.1f} s)", repeat, args.settings, args.plan)
             engine.dispose()
+
+
+def report(engine: Engine, title: str, repeat: int, settings: list[str], show_plan: bool) -> None:
+    print(f"\n## {title}{' with ' + ', '.join(settings) if settings else ''}\n")
+    results, plan = run(engine, repeat, settings)
+    print("| operation | members | median | min | max |")
+    print("|---|---:|---:|---:|---:|")
+    for t in results:
+        rate = f" ({t.rows / t.median:,.0f} ids/s)" if "list all" in t.label else ""
+        print(
+            f"| {t.label} | {t.rows:,} | {t.median * 1000:.0f} ms{rate} | "
+            f"{min(t.seconds) * 1000:.0f} ms | {max(t.seconds) * 1000:.0f} ms |"
+        )
+    if show_plan:
+        print("\n```\n" + plan + "\n```")
 
 
 if __name__ == "__main__":

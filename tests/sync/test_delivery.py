@@ -334,3 +334,42 @@ def test_fallback_identifiers_with_alias_and_device(
         }
     assert result.counts["rejected"] == {"null_identifier": 1}
     assert fake.members["cohortflow-vip"] == {"ext1", "user-ann", "anon-9"}
+
+
+def test_a_wrong_partner_path_fails_clearly(
+    tmp_path: Path, fake: FakeBraze, warehouse: Warehouse, sqlite_state: str
+) -> None:
+    warehouse.set_range(range(3))
+    path = write_workspace(
+        tmp_path,
+        endpoint=fake.url,
+        partner="nosuchpartner",
+        partner_api_key=fake.partner_api_key,
+        data_import_key=fake.client_secret,
+        cohort={"mode": "existing", "cohort_id": "c1"},
+    )
+    with load_workspace(path, state_url=sqlite_state) as ws:
+        result = run_sync(ws, "vip")
+        assert result.status == "failed"
+        assert result.message == "updating the cohort: the destination answered 404: Not found"
+        assert ws.store.confirmed_set("vip") == set()
+        assert len(fake.log) == 1  # not split, not retried
+
+
+def test_a_new_target_receives_the_whole_model(
+    tmp_path: Path, fake: FakeBraze, warehouse: Warehouse, sqlite_state: str
+) -> None:
+    fake.users = {f"u{i}" for i in range(20)}
+    warehouse.set_range(range(20))
+    path = _workspace(tmp_path, fake, cohort={"mode": "existing", "cohort_id": "first"})
+    with load_workspace(path, state_url=sqlite_state) as ws:
+        assert run_sync(ws, "vip").counts["added"] == 20
+    path.write_text(path.read_text().replace("cohort_id: first", "cohort_id: second"))
+    with load_workspace(path, state_url=sqlite_state) as ws:
+        dry = run_sync(ws, "vip", dry_run=True)
+        assert (dry.counts["confirmed"], dry.counts["adds"]) == (0, 20)
+        assert len(ws.store.confirmed_set("vip")) == 20  # a dry run changes no state
+        result = run_sync(ws, "vip")
+        assert (result.counts["added"], result.counts["removed"]) == (20, 0)
+    assert fake.members["first"] == fake.members["second"] == {f"u{i}" for i in range(20)}
+    assert "first" not in fake.names or fake.names["first"] == "first"  # never renamed: mode existing

@@ -268,3 +268,11 @@ syncs:
     flagged = {ext for ext, attrs in rows if (attrs or {}).get("cf_vip") is True}
     assert flagged == {f"t{i}" for i in range(100, 150)}
     assert "t500" not in {ext for ext, _ in rows}
+    # The destination test proves the REST API key, and says so clearly when it is wrong.
+    runner = CliRunner(env={"REST_KEY": tenant.rest_api_key})
+    ok = runner.invoke(root_cli, ["sync", "-f", str(path), "--state-url", state_url, "destinations", "test", "braze"])
+    assert ok.exit_code == 0 and "accepted the REST API key" in ok.stdout, ok.output
+    bad = CliRunner(env={"REST_KEY": "cfrest_wrong"}).invoke(
+        root_cli, ["sync", "-f", str(path), "--state-url", state_url, "destinations", "test", "braze"]
+    )
+    assert bad.exit_code == 1 and "refused the credentials (401)" in bad.stderr

@@ -43,7 +43,7 @@ from sqlalchemy.types import UserDefinedType
 from cohortflow.clock import as_utc, utcnow
 from cohortflow.platform import audit
 from cohortflow.platform.errors import NotFound, ResourceLocked
-from cohortflow.platform.matching import batch_source, in_batch, resolve_changes
+from cohortflow.platform.matching import batch_source, batch_value, in_batch, resolve_changes
 from cohortflow.platform.store.schema import TS, cohort_members, cohorts, partners
 from cohortflow.wire.cohort_import import CohortChange, Messages
 
@@ -189,8 +189,8 @@ def name_cohort(
 
 
 def _add_members(conn: Connection, cohort_pk: int, user_ids: Sequence[int], now: datetime) -> int:
-    source = batch_source(conn, user_ids, BigInteger)
-    rows = select(literal(cohort_pk, BigInteger), source.c.value, literal(now, TS))
+    source = batch_source(conn, user_ids)
+    rows = select(literal(cohort_pk, BigInteger), batch_value(conn, source, BigInteger), literal(now, TS))
     if conn.dialect.name == "sqlite":
         # SQLite needs a WHERE to tell an upsert's ON CONFLICT from a join's ON.
         rows = rows.where(true())
@@ -225,12 +225,12 @@ def _remove_members(conn: Connection, cohort_pk: int, user_ids: Sequence[int]) -
     # filter when its statistics undercount the cohort (a cohort that grew since the last ANALYZE): 20 ms and
     # climbing with the cohort's size instead of 2 ms. Finding the rows with one LATERAL index probe per user
     # and deleting them by row address pins the cheap plan.
-    batch = batch_source(conn, user_ids, BigInteger)
+    batch = batch_source(conn, user_ids)
     m = cohort_members.alias("m")
     probe = (
         select(literal_column("m.ctid").label("address"))
         .select_from(m)
-        .where(m.c.cohort_pk == cohort_pk, m.c.user_id == batch.c.value)
+        .where(m.c.cohort_pk == cohort_pk, m.c.user_id == batch_value(conn, batch, BigInteger))
         .limit(1)
         .lateral()
     )
@@ -279,6 +279,7 @@ def import_changes(
             changed = _add_members(conn, pk, distinct, now)
             added += changed
         unchanged += len(named) - changed
+        conn.commit()
     received = sum(r.received for r in resolved)
     matched = sum(len(r.user_ids) for r in resolved)
     outcome = ImportOutcome(received, matched, received - matched, added, removed, unchanged)

@@ -177,10 +177,17 @@ def campaign_schedule(workspace_ref: str, campaign_id: str, at: datetime, as_jso
 )
 @json_option
 def campaign_resume(send_id: int, wait_seconds: float | None, as_json: bool) -> None:
-    """Finish a send that a crashed process left running; users already sent to are not sent again."""
+    """Finish a send that a crashed process left running; users already sent to are not sent again.
+
+    A completed send is only reported; a send still held by a live process is waited for (up to --wait).
+    """
     with _transaction() as conn:
         workspace_id, campaign_id = campaigns.find_send(conn, send_id)
-    _run_to_end(send_id, wait_seconds if wait_seconds is not None else _messaging().send_lease_seconds * 1.5)
+        status = campaigns.get_send(conn, workspace_id, campaign_id, send_id).status
+    if status == "scheduled":
+        raise click.ClickException(f"send {send_id} has not started; the worker runs it when it is due")
+    if status == "running":
+        _run_to_end(send_id, wait_seconds if wait_seconds is not None else _messaging().send_lease_seconds * 1.5)
     with _transaction() as conn:
         send = campaigns.get_send(conn, workspace_id, campaign_id, send_id)
     _emit(as_json, send.to_dict(), f"Send {send.id}: {send.status} ({_counts(send.counts)})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,6 +65,8 @@ def _workspace(ctx: click.Context) -> Workspace:
 @click.pass_context
 def sync_group(ctx: click.Context, file: Path | None, state_url: str | None) -> None:
     """Sync warehouse models into Braze Cohorts (the Hightouch side)."""
+    # One INFO line per HTTP request would drown the run's own output; the run record has the counts.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx.ensure_object(dict).update(file=file, state_url=state_url)
 
 
@@ -168,7 +171,7 @@ def _run_line(r: RunRecord) -> list[str]:
         if not r.dry_run
         else f"plan +{c.get('adds', 0)} -{c.get('removes', 0)}",
         str(c.get("matched", "")),
-        (r.message or "")[:80],
+        r.message or "",
     ]
 
 
@@ -186,10 +189,10 @@ def runs(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
     if as_json:
         _dump([r.as_dict() for r in records])
         return
-    table = Table("run", "status", "started (UTC)", "changes", "matched", "message")
     for r in records:
-        table.add_row(*_run_line(r))
-    Console().print(table)
+        run_id, status, started, changes, matched, message = _run_line(r)
+        matched = f" matched {matched}" if matched else ""
+        click.echo(f"{run_id}  {started}  {status:<20} {changes}{matched}" + (f"  {message}" if message else ""))
 
 
 @sync_group.command("run-show")

@@ -215,6 +215,7 @@ class Delivery:
             outcome = await self._send(ids, op == REMOVE)
         except DestinationRejected as exc:
             if exc.status not in SPLIT_STATUSES:
+                # Not about identifiers (a wrong partner path, a removed endpoint): no batch can succeed.
                 raise _Fatal() from exc
             if len(ids) == 1:
                 await asyncio.to_thread(self._fail, op, ids, exc.message, rejected=True)

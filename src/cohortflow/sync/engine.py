@@ -192,6 +192,8 @@ def run_sync(
     except BaseException as exc:
         phases.enter(None)
         finish_run(store, run_id, FAILED, message=f"internal error: {type(exc).__name__}: {exc}", phases=phases.times)
+        if not dry_run:
+            release_lock(store, name, run_id)
         raise
     finally:
         if heartbeat is not None:

@@ -55,7 +55,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 class _Authenticator:
     def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
         ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"mailer", b"s3cret")
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,10 @@ def check(response: httpx.Response, what: str) -> Any:
             status=status,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
-    raise DestinationRejected(f"{message}", status=status)
+    if status in (400, 413):
+        # Braze's exact sentence: it becomes the rejection reason of the identifiers a split isolates.
+        raise DestinationRejected(message, status=status)
+    raise DestinationRejected(f"{what}: the destination answered {status}: {message}", status=status)
 
 
 async def post_json(

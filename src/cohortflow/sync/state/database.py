@@ -6,6 +6,7 @@ the moment COMMIT returns), which is what lets a run commit per acknowledged bat
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,15 @@ def migrate(engine: Engine) -> None:
     with engine.connect() as conn:
         if postgres:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        alembic_log = logging.getLogger("alembic")
+        level = alembic_log.level
+        alembic_log.setLevel(logging.WARNING)  # its INFO lines would clutter every CLI command's output
         try:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
             conn.commit()
         finally:
+            alembic_log.setLevel(level)
             if postgres:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 conn.commit()
