@@ -341,8 +341,8 @@ def markdown(report: dict[str, Any]) -> str:
             if "skipped" in phase:
                 lines.append(f"| {backend['backend']} | {phase['phase']} | skipped: {phase['skipped']} |||||")
                 continue
-            rate = phase.get("identifiers_per_s") or phase.get("objects_per_s")
             unit = "identifiers" if "identifiers_per_s" in phase else "objects"
+            rate = phase[f"{unit}_per_s"]
             cpu = phase["cpu_cores_used"]
             pg_cpu = cpu["postgres"] if cpu["postgres"] is not None else "-"
             lines.append(

@@ -7,6 +7,7 @@ rejected request changed nothing). The helpers at the top are shared by the othe
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from cohortflow.clock import utcnow
+from cohortflow.clock import as_utc, utcnow
 from cohortflow.platform import audit
 from cohortflow.platform import cohorts as cohorts_domain
 from cohortflow.platform.import_keys import create_import_key
@@ -33,7 +34,7 @@ from cohortflow.platform.store.schema import (
     users,
 )
 from cohortflow.wire.cohort_import import Messages, mask_secret
-from tests.support import Tenant, make_tenant
+from tests.support import Tenant, make_tenant, start_server
 
 
 def add_user(
@@ -371,6 +372,35 @@ def test_audit_retention_prunes_old_rows(client: httpx.Client, runtime: Platform
         assert audit.prune_expired(conn, retention_days=90) >= 1
     assert [r["id"] for r in audit_rows(runtime, tenant, "old")] == [audit_rows(runtime, tenant, "old")[0]["id"]]
     assert len(audit_rows(runtime, tenant, "old")) == 1
+
+
+def test_server_prunes_expired_audit_rows_on_its_own(
+    database_url: str, runtime: PlatformRuntime, tenant: Tenant
+) -> None:
+    with runtime.transaction() as conn:
+        pk = cohorts_domain.name_cohort(conn, tenant.workspace_id, _partner_id(conn, tenant), "aged", "Aged",
+                                        utcnow())
+        for days in (3, 1):
+            audit.record_import(conn, workspace_id=tenant.workspace_id, partner_id=_partner_id(conn, tenant),
+                                cohort_pk=pk, at=utcnow() - timedelta(days=days, hours=1), received=0, matched=0,
+                                unmatched=0, added=0, removed=0, unchanged=0, unmatched_sample=[])
+    # A new process prunes at its first import (then at most once a minute), after answering it.
+    proc = start_server(database_url, extra_env={"COHORTFLOW_PLATFORM__AUDIT_RETENTION_DAYS": "2"})
+    try:
+        with httpx.Client(base_url=proc.base_url, timeout=30) as client:
+            assert post_users(client, tenant, "aged").status_code == 201
+            deadline = time.monotonic() + 20
+            while len(audit_rows(runtime, tenant, "aged")) != 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        proc.stop()
+    rows = audit_rows(runtime, tenant, "aged")
+    assert len(rows) == 2  # the 1-day-old row and the new one; the 3-day-old row is gone
+    assert all(as_utc(r["at"]) > utcnow() - timedelta(days=2) for r in rows)
+
+
+def _partner_id(conn: Any, tenant: Tenant) -> int:
+    return int(conn.execute(select(partners.c.id).where(partners.c.name == tenant.partner)).scalar_one())
 
 
 def test_list_extension_shows_this_partners_cohorts(

@@ -279,7 +279,6 @@ def import_changes(
             changed = _add_members(conn, pk, distinct, now)
             added += changed
         unchanged += len(named) - changed
-        conn.commit()
     received = sum(r.received for r in resolved)
     matched = sum(len(r.user_ids) for r in resolved)
     outcome = ImportOutcome(received, matched, received - matched, added, removed, unchanged)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from cohortflow import __version__
 from cohortflow.platform.api.body import BodySizeLimit
@@ -20,7 +19,6 @@ def create_app(runtime: PlatformRuntime) -> FastAPI:
             "A Braze-compatible engagement platform: the partner cohort import API "
             "(`/partners/{partner}/cohorts*`), the users API (`/users/*`) and an SDK ingestion endpoint."
         ),
-        default_response_class=ORJSONResponse,
     )
     app.state.runtime = runtime
     install_error_handlers(app)

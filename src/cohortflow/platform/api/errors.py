@@ -10,7 +10,7 @@ import math
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -55,7 +55,7 @@ def _seconds(delay: float | None) -> str:
     return str(max(1, math.ceil(delay or 0)))
 
 
-def error_response(error: PlatformError) -> ORJSONResponse:
+def error_response(error: PlatformError) -> JSONResponse:
     status = status_for(error)
     headers: dict[str, str] = {}
     if isinstance(error, RateLimited):
@@ -67,41 +67,41 @@ def error_response(error: PlatformError) -> ORJSONResponse:
         }
     elif isinstance(error, ResourceLocked | Unavailable) and error.retry_after is not None:
         headers = {"Retry-After": _seconds(error.retry_after)}
-    return ORJSONResponse({"message": error.message}, status_code=status, headers=headers)
+    return JSONResponse({"message": error.message}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PlatformError)
-    async def _platform_error(_request: Request, exc: PlatformError) -> ORJSONResponse:
+    async def _platform_error(_request: Request, exc: PlatformError) -> JSONResponse:
         return error_response(exc)
 
     @app.exception_handler(WireValidationError)
-    async def _wire_error(_request: Request, exc: WireValidationError) -> ORJSONResponse:
-        return ORJSONResponse({"message": exc.message}, status_code=400)
+    async def _wire_error(_request: Request, exc: WireValidationError) -> JSONResponse:
+        return JSONResponse({"message": exc.message}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors()[:5]:
             loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        return ORJSONResponse({"message": "; ".join(parts) or "invalid request"}, status_code=400)
+        return JSONResponse({"message": "; ".join(parts) or "invalid request"}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
-        return ORJSONResponse({"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(OperationalError)
-    async def _db_unavailable(_request: Request, exc: OperationalError) -> ORJSONResponse:
+    async def _db_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
         return error_response(Unavailable("Service temporarily unavailable, retry later"))
 
     @app.exception_handler(DBAPIError)
-    async def _db_error(_request: Request, exc: DBAPIError) -> ORJSONResponse:
+    async def _db_error(_request: Request, exc: DBAPIError) -> JSONResponse:
         log.error("database error", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
-        return ORJSONResponse({"message": "Internal server error"}, status_code=500)
+        return JSONResponse({"message": "Internal server error"}, status_code=500)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", error=type(exc).__name__)
-        return ORJSONResponse({"message": "Internal server error"}, status_code=500)
+        return JSONResponse({"message": "Internal server error"}, status_code=500)

@@ -1,0 +1,159 @@
+"""The demo's script: every step of the document, on embedded defaults (DuckDB warehouse, SQLite platform).
+
+1. generate a DuckDB warehouse of customers;
+2. start the platform on SQLite on a free loopback port; create a workspace, the partner ``hightouch`` and
+   a data import key (the dashboard's "generate key");
+3. load the customers into the platform through its APIs (identified, alias-only, anonymous devices,
+   anonymous-then-identified; some customers stay warehouse-only);
+4. write ``cohortflow.yaml`` (secrets as ``${VAR}``) and run the sync into a new cohort;
+5. change the warehouse and run the sync again: only the changes cross the wire;
+6. report what the sync did and the cohort as the platform sees it.
+
+Every run starts from a clean demo directory, so running the demo twice works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cohortflow.demo.population import LoadStats, load_customers
+from cohortflow.demo.server import BackgroundServer
+from cohortflow.demo.warehouse import ALIAS_LABEL, HIGH_VALUE_SQL, WarehouseStats, churn, generate
+from cohortflow.platform.cohorts import CohortInfo, get_cohort
+from cohortflow.platform.import_keys import create_import_key
+from cohortflow.platform.partners import create_partner
+from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.platform.workspaces import create_workspace
+from cohortflow.settings import PlatformSettings
+from cohortflow.sync import RunResult, load_workspace, run_sync
+
+PARTNER = "hightouch"
+SYNC_NAME = "high_value_customers"
+COHORT_NAME = "High-value customers (last 90 days)"
+ENV_PARTNER_KEY = "COHORTFLOW_DEMO_PARTNER_API_KEY"
+ENV_IMPORT_KEY = "COHORTFLOW_DEMO_DATA_IMPORT_KEY"
+
+Step = Callable[[str], None]
+
+
+@dataclass
+class DemoReport:
+    directory: Path
+    rest_endpoint: str = ""
+    warehouse: WarehouseStats | None = None
+    loaded: LoadStats | None = None
+    churn: dict[str, int] = field(default_factory=dict)
+    runs: list[RunResult] = field(default_factory=list)
+    cohort_sizes: list[int] = field(default_factory=list)
+    cohort: CohortInfo | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def workspace_yaml(warehouse: Path, rest_endpoint: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "sources": {"warehouse": {"type": "duckdb", "path": str(warehouse)}},
+        "models": {
+            "high_value_customers": {
+                "source": "warehouse",
+                "sql": HIGH_VALUE_SQL.strip(),
+                "primary_key": "customer_id",
+            }
+        },
+        "destinations": {
+            "braze": {
+                "type": "braze_cohorts",
+                "rest_endpoint": rest_endpoint,
+                "partner": PARTNER,
+                "partner_api_key": f"${{{ENV_PARTNER_KEY}}}",
+                "data_import_key": f"${{{ENV_IMPORT_KEY}}}",
+                "concurrency": 4,
+            }
+        },
+        "syncs": {
+            SYNC_NAME: {
+                "model": "high_value_customers",
+                "destination": "braze",
+                "identifier": {
+                    "fallback": [
+                        {"external_id": "external_id"},
+                        {"alias": {"name_column": "crm_id", "label": ALIAS_LABEL}},
+                        {"device_id": "device_id"},
+                    ]
+                },
+                "cohort": {"mode": "create", "name": COHORT_NAME},
+                "on_row_removed": "remove",
+            }
+        },
+    }
+
+
+def run_demo(directory: Path, customers: int, *, step: Step = lambda _msg: None) -> DemoReport:
+    directory = directory.resolve()
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    report = DemoReport(directory=directory)
+    warehouse = directory / "warehouse.duckdb"
+
+    step(f"Generating a DuckDB warehouse of {customers:,} customers")
+    report.warehouse = generate(warehouse, customers)
+
+    runtime = PlatformRuntime.open(PlatformSettings(database_url=f"sqlite:///{directory / 'platform.db'}"))
+    try:
+        with BackgroundServer(runtime) as base_url:
+            report.rest_endpoint = base_url
+            step(f"Platform serving on {base_url} (SQLite); creating a workspace and a Hightouch data import key")
+            with runtime.transaction() as conn:
+                ws = create_workspace(conn, "Demo workspace")
+                partner = create_partner(conn, PARTNER, "Hightouch")
+                _info, import_key = create_import_key(conn, ws.id, PARTNER)
+            report.extras["workspace_id"] = ws.id
+
+            step("Loading customers into the platform through /users/track and the SDK endpoint")
+            report.loaded = asyncio.run(load_customers(base_url, ws.rest_api_key.plain, ws.app_key.plain, warehouse))
+
+            config_path = directory / "cohortflow.yaml"
+            config_path.write_text(yaml.safe_dump(workspace_yaml(warehouse, base_url), sort_keys=False))
+            env_file = directory / "demo.env"
+            env_file.write_text(
+                f"{ENV_PARTNER_KEY}={partner.api_key.plain}\n{ENV_IMPORT_KEY}={import_key.plain}\n"
+            )
+            env_file.chmod(0o600)
+            env = {**os.environ, ENV_PARTNER_KEY: partner.api_key.plain, ENV_IMPORT_KEY: import_key.plain}
+            state_url = f"sqlite:///{directory / 'sync-state.db'}"
+
+            with load_workspace(config_path, state_url=state_url, env=env) as workspace:
+                step(f"Sync '{SYNC_NAME}': first run creates the cohort")
+                report.runs.append(_checked(run_sync(workspace, SYNC_NAME)))
+                report.cohort_sizes.append(_cohort(runtime, ws.id).size)
+
+                step("Changing the warehouse: some customers spend more, some go quiet")
+                report.churn = churn(warehouse)
+
+                step(f"Sync '{SYNC_NAME}': second run sends only the changes")
+                report.runs.append(_checked(run_sync(workspace, SYNC_NAME)))
+                report.cohort = _cohort(runtime, ws.id)
+                report.cohort_sizes.append(report.cohort.size)
+    finally:
+        runtime.close()
+    return report
+
+
+def _cohort(runtime: PlatformRuntime, workspace_id: str) -> CohortInfo:
+    with runtime.engine.connect() as conn:
+        return get_cohort(conn, workspace_id, PARTNER, f"cohortflow-{SYNC_NAME}")
+
+
+def _checked(result: RunResult) -> RunResult:
+    if not result.ok:
+        raise RuntimeError(f"sync run {result.run_id} ended {result.status}: {result.message}")
+    return result
