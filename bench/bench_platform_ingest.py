@@ -230,7 +230,8 @@ def measured(
     log(
         f"{backend} {label}: {summary.get(f'{unit}_per_s')} {unit}/s, {summary['requests_per_s']} req/s, "
         f"p50 {summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms, "
-        f"errors {summary['errors_by_status'] or 'none'}"
+        f"errors {summary['errors_by_status'] or 'none'}, unfinished {summary['unfinished_requests']}"
+        + (f", first error {summary['first_error']}" if summary["first_error"] else "")
     )
     return summary
 
@@ -348,7 +349,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {backend['backend']} | {phase['phase']} | {rate:,} {unit} | {phase['requests_per_s']} | "
                 f"{phase['latency_ms']['p50']} | {phase['latency_ms']['p99']} | "
-                f"{sum(phase['errors_by_status'].values())} | "
+                f"{sum(phase['errors_by_status'].values()) + phase['unfinished_requests']} | "
                 f"{cpu['server']} / {pg_cpu} / {cpu['load_generator']} |"
             )
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+STUCK_AFTER_S = 15.0
 
 
 def machine() -> dict[str, Any]:
@@ -199,6 +200,7 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     responses: list[Any] = field(default_factory=list)
     first_error: str | None = None
+    unfinished: int = 0
 
     @property
     def requests_per_s(self) -> float:
@@ -210,6 +212,7 @@ class LoadResult:
             "duration_s": round(self.duration_s, 2),
             "requests_ok": self.ok,
             "errors_by_status": self.errors,
+            "unfinished_requests": self.unfinished,
             "first_error": self.first_error,
             "requests_per_s": round(self.requests_per_s, 1),
             f"{unit}_per_s": round(self.requests_per_s * units_per_request),
@@ -234,7 +237,9 @@ def run_load(
 ) -> LoadResult:
     """A closed loop: ``len(bodies)`` connections, each sending its own bodies in turn, back to back.
 
-    Only requests that start after the warm-up and finish inside the measured window count.
+    Only requests that start after the warm-up and finish inside the measured window count towards throughput
+    and latency; every failed request counts as an error, and requests still running ``STUCK_AFTER_S`` after
+    the window are cancelled and reported as unfinished.
     """
     return asyncio.run(_load(base_url, path, bodies, duration_s, warmup_s, headers or {}, keep_response))
 
@@ -271,16 +276,21 @@ async def _load(
                 except httpx.HTTPError as exc:
                     status, content = 599, repr(exc).encode()
                 done = time.perf_counter()
-                if sent < window_start or done > window_end:
-                    continue
-                if 200 <= status < 300:
+                if not 200 <= status < 300:
+                    # Every failure counts, measured or not: a benchmark must not hide errors.
+                    result.errors[status] = result.errors.get(status, 0) + 1
+                    result.first_error = result.first_error or f"{status}: {content[:300].decode(errors='replace')}"
+                elif window_start <= sent and done <= window_end:
                     result.ok += 1
                     result.latencies_ms.append((done - sent) * 1000)
                     if keep_response is not None:
                         result.responses.append(keep_response(content))
-                else:
-                    result.errors[status] = result.errors.get(status, 0) + 1
-                    result.first_error = result.first_error or f"{status}: {content[:300].decode(errors='replace')}"
 
-        await asyncio.gather(*(connection(own) for own in bodies))
+        tasks = [asyncio.ensure_future(connection(own)) for own in bodies]
+        # Requests still running this long after the window are stuck; they are counted, not awaited.
+        _done, pending = await asyncio.wait(tasks, timeout=warmup_s + duration_s + STUCK_AFTER_S)
+        result.unfinished = len(pending)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
     return result

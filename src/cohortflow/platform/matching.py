@@ -8,10 +8,11 @@ The rules (Braze's, see ``shared/braze-contract.md`` section 1):
   anonymous user who was later identified still points at that user, and must match nothing.
 
 Matching is set-based: one query per identifier kind for a whole request, whatever its size. The batch
-travels as one parameter (a PostgreSQL array read with ``unnest``, a JSON array read with SQLite's
-``json_each``), so the statement text stays constant and SQLAlchemy's compiled cache serves every request; the
-queries are shaped so that both planners probe the identifier's unique index (workspace_id + identifier) once
-per identifier instead of scanning the workspace.
+travels as one JSON parameter (read with ``json_array_elements_text`` on PostgreSQL, ``json_each`` on SQLite),
+so the statement text stays constant and SQLAlchemy's compiled cache serves every request; the queries are
+shaped so that both planners probe the identifier's unique index (workspace_id + identifier) once per
+identifier instead of scanning the workspace. Batches are sorted first, so the probes walk the index in key
+order and keep its pages hot.
 """
 
 from __future__ import annotations
@@ -50,9 +51,6 @@ _ALIAS_NAME_MAX = user_aliases.c.alias_name.type.length or 512  # type: ignore[a
 _ALIAS_LABEL_MAX = user_aliases.c.alias_label.type.length or 255  # type: ignore[attr-defined]
 
 
-# Batches are sent sorted: the index probes then walk the btree in key order, which keeps its pages hot.
-
-
 def _storable(value: str, max_length: int) -> bool:
     """Whether a stored identifier could equal ``value``.
 
@@ -89,16 +87,16 @@ def batch_value(conn: Connection, source: TableValuedAlias, element_type: Any = 
     return source.c.value
 
 
-def in_batch(conn: Connection, column: ColumnElement[Any] | ColumnClause[Any], values: Sequence[Any],
+def in_batch(conn: Connection, target: ColumnElement[Any] | ColumnClause[Any], values: Sequence[Any],
              element_type: Any = Text) -> ColumnElement[bool]:
-    """``column IN values`` with the whole batch as one parameter."""
+    """``target IN values`` with the whole batch as one parameter."""
     source = batch_source(conn, values)
-    return column.in_(select(batch_value(conn, source, element_type)))
+    return target.in_(select(batch_value(conn, source, element_type)))
 
 
-def _probe(conn: Connection, query: Select[Any], in_workspace: ColumnElement[bool], column: ColumnClause[Any],
+def _probe(conn: Connection, query: Select[Any], in_workspace: ColumnElement[bool], key: ColumnClause[Any],
            values: Sequence[str]) -> Select[Any]:
-    """``query`` restricted to rows whose ``column`` is one of ``values``, probing the unique index per value.
+    """``query`` restricted to rows whose ``key`` is one of ``values``, probing the unique index per value.
 
     The shape pins the plan whatever the table statistics say (a workspace seeded a minute ago has none yet):
     on PostgreSQL each unnested value drives a ``LATERAL (... LIMIT 1)`` subquery, which the planner cannot
@@ -107,9 +105,9 @@ def _probe(conn: Connection, query: Select[Any], in_workspace: ColumnElement[boo
     """
     if _is_postgres(conn):
         batch = batch_source(conn, values)
-        probe = query.where(in_workspace, column == batch.c.value).limit(1).lateral()
+        probe = query.where(in_workspace, key == batch.c.value).limit(1).lateral()
         return select(*probe.c).select_from(batch).join(probe, true())
-    return query.where(in_workspace, in_batch(conn, column, values))
+    return query.where(in_workspace, in_batch(conn, key, values))
 
 
 def match_external_ids(conn: Connection, workspace_id: str, external_ids: Collection[str]) -> dict[str, int]:
