@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cohortflow import __version__
+from cohortflow.demo.cli import demo
 from cohortflow.logs import configure_logging
 from cohortflow.platform.cli import platform_group
 from cohortflow.settings import get_settings
@@ -21,6 +22,7 @@ def cli() -> None:
 
 cli.add_command(platform_group)
 cli.add_command(sync_group)
+cli.add_command(demo)
 
 
 def main() -> None:

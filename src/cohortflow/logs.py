@@ -35,6 +35,9 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
 
 def configure_logging(level: str = "INFO", json: bool = False) -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+    logging.getLogger().setLevel(level.upper())
+    # aiosmtpd logs every SMTP command at INFO; only its warnings matter to us.
+    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json

@@ -73,12 +73,13 @@ async def load_customers(
         stats.users_by_kind[row["profile_kind"]] = stats.users_by_kind.get(row["profile_kind"], 0) + 1
     gate = asyncio.Semaphore(concurrency)
     auth = {"Authorization": f"Bearer {rest_api_key}"}
-    identified = [
-        {"external_id": r["external_id"], **_profile(r)} for r in rows if r["profile_kind"] == "identified"
-    ]
+    identified = [{"external_id": r["external_id"], **_profile(r)} for r in rows if r["profile_kind"] == "identified"]
     aliases = [
-        {"user_alias": {"alias_name": r["crm_id"], "alias_label": ALIAS_LABEL}, "_update_existing_only": False,
-         **_profile(r)}
+        {
+            "user_alias": {"alias_name": r["crm_id"], "alias_label": ALIAS_LABEL},
+            "_update_existing_only": False,
+            **_profile(r),
+        }
         for r in rows
         if r["profile_kind"] == "alias_only"
     ]
@@ -91,16 +92,28 @@ async def load_customers(
         stats.track_requests = len(track)
         await asyncio.gather(*track)
         first_sessions = [
-            _post(client, gate, "/sdk/data", {"api_key": app_key, "device_id": r["device_id"],
-                                              "attributes": _profile(r),
-                                              "events": [{"name": "app_open"}]})
+            _post(
+                client,
+                gate,
+                "/sdk/data",
+                {
+                    "api_key": app_key,
+                    "device_id": r["device_id"],
+                    "attributes": _profile(r),
+                    "events": [{"name": "app_open"}],
+                },
+            )
             for r in devices
         ]
         await asyncio.gather(*first_sessions)
         # The app later logs these users in: changeUser gives them an external id of the app's own.
         logins = [
-            _post(client, gate, "/sdk/data", {"api_key": app_key, "device_id": r["device_id"],
-                                              "external_id": f"app-login-{r['customer_id']}"})
+            _post(
+                client,
+                gate,
+                "/sdk/data",
+                {"api_key": app_key, "device_id": r["device_id"], "external_id": f"app-login-{r['customer_id']}"},
+            )
             for r in devices
             if r["profile_kind"] == "anonymous_then_identified"
         ]

@@ -7,7 +7,9 @@
    anonymous-then-identified; some customers stay warehouse-only);
 4. write ``cohortflow.yaml`` (secrets as ``${VAR}``) and run the sync into a new cohort;
 5. change the warehouse and run the sync again: only the changes cross the wire;
-6. report what the sync did and the cohort as the platform sees it.
+6. segment on the cohort ("Hightouch Cohorts includes ... AND country = FR") and send an email campaign to
+   it through a local SMTP server that writes each message to ``outbox/``;
+7. report what the sync did, the cohort as the platform sees it, the segment and the campaign.
 
 Every run starts from a clean demo directory, so running the demo twice works.
 """
@@ -24,15 +26,19 @@ from typing import Any
 
 import yaml
 
+from cohortflow.clock import utcnow
+from cohortflow.demo.outbox import Outbox
 from cohortflow.demo.population import LoadStats, load_customers
 from cohortflow.demo.server import BackgroundServer
 from cohortflow.demo.warehouse import ALIAS_LABEL, HIGH_VALUE_SQL, WarehouseStats, churn, generate
 from cohortflow.platform.cohorts import CohortInfo, get_cohort
 from cohortflow.platform.import_keys import create_import_key
+from cohortflow.platform.messaging.campaigns import create_campaign, request_send, run_send
 from cohortflow.platform.partners import create_partner
 from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.platform.segments.service import SegmentSize, create_segment, segment_size
 from cohortflow.platform.workspaces import create_workspace
-from cohortflow.settings import PlatformSettings
+from cohortflow.settings import MessagingSettings, PlatformSettings
 from cohortflow.sync import RunResult, load_workspace, run_sync
 
 PARTNER = "hightouch"
@@ -54,6 +60,10 @@ class DemoReport:
     runs: list[RunResult] = field(default_factory=list)
     cohort_sizes: list[int] = field(default_factory=list)
     cohort: CohortInfo | None = None
+    segment_name: str = ""
+    segment: SegmentSize | None = None
+    campaign_counts: dict[str, int] = field(default_factory=dict)
+    emails_received: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -124,9 +134,7 @@ def run_demo(directory: Path, customers: int, *, step: Step = lambda _msg: None)
             config_path = directory / "cohortflow.yaml"
             config_path.write_text(yaml.safe_dump(workspace_yaml(warehouse, base_url), sort_keys=False))
             env_file = directory / "demo.env"
-            env_file.write_text(
-                f"{ENV_PARTNER_KEY}={partner.api_key.plain}\n{ENV_IMPORT_KEY}={import_key.plain}\n"
-            )
+            env_file.write_text(f"{ENV_PARTNER_KEY}={partner.api_key.plain}\n{ENV_IMPORT_KEY}={import_key.plain}\n")
             env_file.chmod(0o600)
             env = {**os.environ, ENV_PARTNER_KEY: partner.api_key.plain, ENV_IMPORT_KEY: import_key.plain}
             state_url = f"sqlite:///{directory / 'sync-state.db'}"
@@ -143,9 +151,56 @@ def run_demo(directory: Path, customers: int, *, step: Step = lambda _msg: None)
                 report.runs.append(_checked(run_sync(workspace, SYNC_NAME)))
                 report.cohort = _cohort(runtime, ws.id)
                 report.cohort_sizes.append(report.cohort.size)
+
+            step("Segment 'Hightouch Cohorts includes the cohort AND country = FR', then an email campaign to it")
+            _segment_and_campaign(runtime, ws.id, report)
     finally:
         runtime.close()
     return report
+
+
+def _segment_and_campaign(runtime: PlatformRuntime, workspace_id: str, report: DemoReport) -> None:
+    report.segment_name = f"{COHORT_NAME} in France"
+    segment_filter = {
+        "type": "and",
+        "filters": [
+            {
+                "type": "partner_cohort",
+                "partner": PARTNER,
+                "cohort_id": f"cohortflow-{SYNC_NAME}",
+                "operator": "includes",
+            },
+            {"type": "standard_attribute", "attribute": "country", "operator": "equals", "value": "FR"},
+        ],
+    }
+    outbox = Outbox(report.directory / "outbox")
+    with outbox as (smtp_host, smtp_port):
+        messaging = MessagingSettings(smtp_host=smtp_host, smtp_port=smtp_port)
+        with runtime.transaction() as conn:
+            segment = create_segment(conn, workspace_id, report.segment_name, segment_filter)
+            report.segment = segment_size(conn, workspace_id, segment.id, now=utcnow())
+            campaign = create_campaign(
+                conn,
+                workspace_id,
+                {
+                    "name": "Merci ! A thank-you to our best customers",
+                    "segment_ids": [segment.id],
+                    "message": {
+                        "channel": "email",
+                        "from_address": "Cohortflow Demo <hello@demo.example>",
+                        "subject": "Merci {{ first_name | default: 'à vous' }} !",
+                        "text": "Bonjour {{ first_name | default: 'cher client' }},\n\n"
+                        "Thank you for being one of our best customers.\n",
+                        "html": "<p>Bonjour <b>{{ first_name | default: 'cher client' }}</b>,</p>"
+                        "<p>Thank you for being one of our best customers.</p>",
+                    },
+                },
+                settings=messaging,
+            )
+            send = request_send(conn, workspace_id, campaign.id)
+        result = run_send(runtime.engine, messaging, send.id)
+        report.campaign_counts = dict(result.counts) if result else {}
+    report.emails_received = outbox.count
 
 
 def _cohort(runtime: PlatformRuntime, workspace_id: str) -> CohortInfo:

@@ -28,10 +28,54 @@ PROFILE_MIX: tuple[tuple[str, int], ...] = (
 )
 ALIAS_LABEL = "crm_id"
 
-_FIRST = ["Camille", "Léa", "Hugo", "Louis", "Emma", "Yuki", "Haruto", "Sakura", "Olivia", "Noah", "Liam",
-          "Mia", "Lucas", "Chloé", "Jules", "Aiko", "Ren", "Sofia", "Mateo", "Ava", "Ethan", "Nora", "Inès", "Tom"]
-_LAST = ["Martin", "Bernard", "Dubois", "Sato", "Suzuki", "Takahashi", "Smith", "Johnson", "Brown", "Garcia",
-         "Lefebvre", "Moreau", "Tanaka", "Watanabe", "Miller", "Davis", "Laurent", "Simon", "Ito", "Wilson"]
+_FIRST = [
+    "Camille",
+    "Léa",
+    "Hugo",
+    "Louis",
+    "Emma",
+    "Yuki",
+    "Haruto",
+    "Sakura",
+    "Olivia",
+    "Noah",
+    "Liam",
+    "Mia",
+    "Lucas",
+    "Chloé",
+    "Jules",
+    "Aiko",
+    "Ren",
+    "Sofia",
+    "Mateo",
+    "Ava",
+    "Ethan",
+    "Nora",
+    "Inès",
+    "Tom",
+]
+_LAST = [
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Sato",
+    "Suzuki",
+    "Takahashi",
+    "Smith",
+    "Johnson",
+    "Brown",
+    "Garcia",
+    "Lefebvre",
+    "Moreau",
+    "Tanaka",
+    "Watanabe",
+    "Miller",
+    "Davis",
+    "Laurent",
+    "Simon",
+    "Ito",
+    "Wilson",
+]
 _COUNTRIES = ["FR", "FR", "FR", "JP", "JP", "US", "US", "DE", "GB", "CA", "BE", "ES"]
 _PLANS = ["free", "free", "starter", "pro", "enterprise"]
 
@@ -67,7 +111,7 @@ def generate(path: Path, customers: int, *, seed: float = 0.42) -> WarehouseStat
             CREATE TABLE analytics.customers AS
             WITH base AS (
                 SELECT n, {_kind_case()} AS profile_kind,
-                       random() AS r1, random() AS r2, random() AS r3, random() AS r4
+                       random() AS r1, random() AS r2, random() AS r3, random() AS r4, random() AS r5, random() AS r6
                 FROM range(1, {customers} + 1) t(n)
             )
             SELECT
@@ -85,14 +129,12 @@ def generate(path: Path, customers: int, *, seed: float = 0.42) -> WarehouseStat
                 {countries}[1 + CAST(floor(r1 * {len(_COUNTRIES)}) AS INTEGER)] AS country,
                 {plans}[1 + CAST(floor(r2 * {len(_PLANS)}) AS INTEGER)] AS plan,
                 round(exp(r3 * 8), 2) AS lifetime_value,
-                TIMESTAMP '2026-11-01' - to_days(CAST(floor(r1 * 365) AS INTEGER)) AS last_order_at,
-                TIMESTAMP '2024-01-01' + to_days(CAST(floor(r2 * 600) AS INTEGER)) AS signed_up_at
+                TIMESTAMP '2026-11-01' - to_days(CAST(floor(r5 * 365) AS INTEGER)) AS last_order_at,
+                TIMESTAMP '2024-01-01' + to_days(CAST(floor(r6 * 600) AS INTEGER)) AS signed_up_at
             FROM base
             """
         )
-        rows = con.execute(
-            "SELECT profile_kind, count(*) FROM analytics.customers GROUP BY 1 ORDER BY 1"
-        ).fetchall()
+        rows = con.execute("SELECT profile_kind, count(*) FROM analytics.customers GROUP BY 1 ORDER BY 1").fetchall()
     by_kind = {str(k): int(c) for k, c in rows}
     return WarehouseStats(customers=sum(by_kind.values()), by_kind=by_kind)
 
@@ -103,11 +145,11 @@ def churn(path: Path, *, seed: float = 0.7) -> dict[str, int]:
         con.execute(f"SELECT setseed({seed})")
         entered = con.execute(
             "UPDATE analytics.customers SET lifetime_value = lifetime_value + 1000 "
-            "WHERE lifetime_value < 500 AND random() < 0.05"
+            "WHERE lifetime_value < 300 AND random() < 0.05"
         ).fetchone()
         left = con.execute(
             "UPDATE analytics.customers SET last_order_at = TIMESTAMP '2025-01-01' "
-            "WHERE lifetime_value >= 500 AND random() < 0.05"
+            "WHERE lifetime_value >= 300 AND random() < 0.05"
         ).fetchone()
     return {"raised_value": int(entered[0]) if entered else 0, "went_quiet": int(left[0]) if left else 0}
 
@@ -115,5 +157,5 @@ def churn(path: Path, *, seed: float = 0.7) -> dict[str, int]:
 HIGH_VALUE_SQL = """
 SELECT customer_id, external_id, crm_id, device_id, email, first_name, country, lifetime_value
 FROM analytics.customers
-WHERE lifetime_value >= 500 AND last_order_at >= TIMESTAMP '2026-08-01'
+WHERE lifetime_value >= 300 AND last_order_at >= TIMESTAMP '2026-08-01'
 """
