@@ -28,6 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import httpx
@@ -238,7 +239,12 @@ def measured(
 
 def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"backend": backend, "users": args.users, "phases": []}
-    with throwaway_database(backend, args.postgres_url, keep=args.keep_database) as url:
+    database = (
+        nullcontext(args.database_url)
+        if args.database_url
+        else throwaway_database(backend, args.postgres_url, keep=args.keep_database)
+    )
+    with database as url:
         log(f"{backend}: database {url if backend == 'sqlite' else url.rsplit('/', 1)[1]}")
         runtime = PlatformRuntime.open(PlatformSettings(database_url=url))
         try:
@@ -366,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=os.environ.get("COHORTFLOW_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL))
     parser.add_argument("--seed", type=int, default=7, help="random seed for the request bodies")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the database afterwards")
+    parser.add_argument(
+        "--database-url", help="use this existing database instead of a throwaway one (seeded unless already)"
+    )
     parser.add_argument("--json-out", help="also write the report as JSON to this file")
     parser.add_argument(
         "--profile-dir", help="record py-spy profiles of the server during each phase into this directory"
@@ -381,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {k: getattr(args, k) for k in ("users", "duration", "warmup", "concurrency", "workers")},
         "backends": [],
     }
+    if args.database_url:
+        # An existing database (e.g. one changed by hand for an experiment): its workspace "bench-N" is reused.
+        args.backend = ["sqlite" if args.database_url.startswith("sqlite") else "postgres"]
     for backend in args.backend:
         report["backends"].append(bench_backend(backend, args))
     report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -52,3 +52,24 @@ def tenant(runtime: PlatformRuntime) -> Tenant:
 @pytest.fixture
 def tmp_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+# In CI (COHORTFLOW_REQUIRE_POSTGRES=1) a PostgreSQL test that skipped is a failure: it would hide a missing server.
+_skipped_postgres: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "postgres" in report.nodeid.lower():
+        _skipped_postgres.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import os
+
+    from tests.support import REQUIRE_POSTGRES_ENV
+
+    if os.environ.get(REQUIRE_POSTGRES_ENV) == "1" and _skipped_postgres:
+        print(f"\n{len(_skipped_postgres)} PostgreSQL test(s) skipped with {REQUIRE_POSTGRES_ENV}=1:")
+        for nodeid in _skipped_postgres[:20]:
+            print(f"  {nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

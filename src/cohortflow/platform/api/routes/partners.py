@@ -210,7 +210,7 @@ async def import_cohort_users(partner: str, request: Request, runtime: Runtime) 
 @router.post(
     "/cohorts/list",
     response_model=CohortListResponse,
-    responses=_ERRORS,
+    responses={status: doc for status, doc in _ERRORS.items() if status != 423},
     summary="List the workspace's cohorts of this partner (extension, not in Braze)",
     description="The keys travel in the body, never in the URL. Sizes are current member counts.",
     openapi_extra=_request_body(CohortListRequest),
