@@ -467,7 +467,8 @@ def merge_users(
         .on_conflict_do_nothing()
     ).rowcount
 
-    # Cascades remove what did not move: dropped aliases and the source's remaining cohort memberships.
+    # Memberships have no foreign key (see schema.cohort_members); cascades remove the rest (dropped aliases).
+    conn.execute(delete(cohort_members).where(cohort_members.c.user_id == source_user_id))
     conn.execute(delete(users).where(users.c.id == source_user_id))
     return MergeResult(
         source_user_id=source_user_id,
@@ -483,9 +484,12 @@ def merge_users(
 
 
 def delete_users(conn: Connection, workspace_id: str, user_ids: list[int]) -> int:
-    """Remove users; their aliases, devices, events, purchases and cohort memberships go with them (cascade)."""
+    """Remove users; their aliases, devices, events and purchases go with them (cascade), then memberships."""
     if not user_ids:
         return 0
+    # Scoped to this workspace's users: the membership table has no workspace column nor foreign key.
+    owned = select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.id.in_(user_ids))
+    conn.execute(delete(cohort_members).where(cohort_members.c.user_id.in_(owned)))
     return int(
         conn.execute(delete(users).where(users.c.workspace_id == workspace_id, users.c.id.in_(user_ids))).rowcount
     )

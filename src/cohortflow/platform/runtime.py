@@ -25,7 +25,11 @@ class PlatformRuntime:
 
     @classmethod
     def open(cls, settings: PlatformSettings, *, run_migrations: bool = True) -> PlatformRuntime:
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            write_wait_seconds=settings.cohort_lock_wait_seconds,
+        )
         if run_migrations:
             migrate(engine)
         return cls(settings=settings, engine=engine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,12 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, write_wait_seconds: float = 30.0) -> Engine:
+    """An engine for SQLite (WAL, IMMEDIATE transactions) or PostgreSQL (psycopg 3, pooled).
+
+    ``write_wait_seconds`` bounds how long a SQLite transaction waits for the process's other writers;
+    past it the wait fails like SQLite's own busy timeout (``database is locked``).
+    """
     url = normalize_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if url.startswith("sqlite"):
@@ -53,7 +59,8 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            writer.acquire()
+            if not writer.acquire(timeout=write_wait_seconds):
+                raise sqlite3.OperationalError("database is locked")
             conn.info["cf_writer_lock"] = True
             try:
                 # IMMEDIATE takes the write lock at BEGIN, so two writers never deadlock on lock upgrade.
