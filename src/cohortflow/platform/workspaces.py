@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Table, insert, select, update
 
 from cohortflow.clock import utcnow
 from cohortflow.keys import IssuedKey, digests_match, hash_key, issue_key
@@ -49,11 +49,11 @@ def list_workspaces(conn: Connection) -> list[dict[str, object]]:
     return [dict(r) for r in conn.execute(select(workspaces).order_by(workspaces.c.created_at)).mappings()]
 
 
-def create_rest_api_key(conn: Connection, workspace_id: str, name: str = "") -> IssuedKey:
+def _issue(conn: Connection, table: Table, kind: str, workspace_id: str, name: str) -> IssuedKey:
     get_workspace(conn, workspace_id)
-    key = issue_key(REST_KEY_KIND)
+    key = issue_key(kind)
     conn.execute(
-        insert(rest_api_keys).values(
+        insert(table).values(
             workspace_id=workspace_id,
             key_hash=key.digest,
             display_prefix=key.display_prefix,
@@ -62,21 +62,14 @@ def create_rest_api_key(conn: Connection, workspace_id: str, name: str = "") -> 
         )
     )
     return key
+
+
+def create_rest_api_key(conn: Connection, workspace_id: str, name: str = "") -> IssuedKey:
+    return _issue(conn, rest_api_keys, REST_KEY_KIND, workspace_id, name)
 
 
 def create_app_key(conn: Connection, workspace_id: str, name: str = "") -> IssuedKey:
-    get_workspace(conn, workspace_id)
-    key = issue_key(APP_KEY_KIND)
-    conn.execute(
-        insert(app_keys).values(
-            workspace_id=workspace_id,
-            key_hash=key.digest,
-            display_prefix=key.display_prefix,
-            name=name,
-            created_at=utcnow(),
-        )
-    )
-    return key
+    return _issue(conn, app_keys, APP_KEY_KIND, workspace_id, name)
 
 
 def authenticate_rest_key(conn: Connection, plain: str | None) -> str:

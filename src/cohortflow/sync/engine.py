@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import structlog
 
 from cohortflow.sync.delivery import Delivery, DeliveryTotals
@@ -36,6 +37,7 @@ from cohortflow.sync.runs import (
     release_lock,
     update_run,
 )
+from cohortflow.sync.state import StateStore
 from cohortflow.sync.workspace import Workspace
 
 log = structlog.get_logger("cohortflow.sync")
@@ -178,6 +180,8 @@ def run_sync(
                     totals.failed_adds or totals.failed_removes or totals.rejected or totals.not_attempted
                 )
                 result.status = SUCCEEDED if delivered_all else PARTIAL
+                if delivered_all and (plan.counts.adds or plan.counts.removes or stale):
+                    _save_snapshot(plan, store, name)
                 if not delivered_all:
                     result.message = (
                         f"{totals.failed_adds + totals.failed_removes} identifier(s) failed, "
@@ -209,6 +213,13 @@ def run_sync(
         release_lock(store, name, run_id)
     log.info("sync run finished", sync=name, run_id=run_id, status=result.status, message=result.message)
     return result
+
+
+def _save_snapshot(plan: Plan, store: StateStore, name: str) -> None:
+    try:
+        plan.save_confirmed(store, name)
+    except (OSError, duckdb.Error) as exc:  # a cache: the next plan reads the state database instead
+        log.warning("could not write the membership snapshot", sync=name, error=str(exc))
 
 
 async def _send(

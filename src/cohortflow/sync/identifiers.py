@@ -86,23 +86,25 @@ def resolution_sql(
         raise ModelError(
             f"the model has no column {', '.join(repr(c) for c in missing)} (it has: {', '.join(schema.names)})"
         )
-    whens_kind, whens_label, whens_value, whens_bad = [], [], [], []
-    blank_checks = []
-    for choice in config.choices():
+    # Each choice's presence is computed once per row (__cf_p0, ...) and then picked by the CASEs above it.
+    # Blank means empty or only spaces (DuckDB's trim strips spaces only); the cheap tests run first.
+    presence, whens_kind, whens_label, whens_value, whens_bad, blank_checks = [], [], [], [], [], []
+    for i, choice in enumerate(config.choices()):
         r = _resolved(choice)
         col = quote_column(r.column)
         textual = _is_textual(schema.field(r.column).type)
         text = f"CAST({col} AS VARCHAR)"
-        present = f"({col} IS NOT NULL AND trim({text}) <> '')" if textual else f"({col} IS NOT NULL)"
         if textual:
-            blank_checks.append(f"({col} IS NOT NULL AND trim({text}) = '')")
-        whens_kind.append(f"WHEN {present} THEN {_sql_string(r.kind)}")
-        whens_label.append(f"WHEN {present} THEN {_sql_string(r.label)}")
-        whens_value.append(f"WHEN {present} THEN {text}")
-        bad = "TRUE" if not textual else "FALSE"
-        whens_bad.append(f"WHEN {present} THEN {bad}")
-    kind = f"CASE {' '.join(whens_kind)} END"
-    blank = " OR ".join(blank_checks) or "FALSE"
+            blank = f"({text} = '' OR (starts_with({text}, ' ') AND trim({text}) = ''))"
+            presence.append(f"({col} IS NOT NULL AND NOT {blank}) AS __cf_p{i}")
+            blank_checks.append(f"({col} IS NOT NULL AND {blank})")
+        else:
+            presence.append(f"({col} IS NOT NULL) AS __cf_p{i}")
+        whens_kind.append(f"WHEN __cf_p{i} THEN {_sql_string(r.kind)}")
+        whens_label.append(f"WHEN __cf_p{i} THEN {_sql_string(r.label)}")
+        whens_value.append(f"WHEN __cf_p{i} THEN {text}")
+        whens_bad.append(f"WHEN __cf_p{i} THEN {'FALSE' if textual else 'TRUE'}")
+    blank_any = " OR ".join(blank_checks) or "FALSE"
     unsupported = (
         f"WHEN kind IN ({', '.join(_sql_string(k) for k in unsupported_kinds)}) "
         f"THEN {_sql_string(UNSUPPORTED_BY_DESTINATION)}"
@@ -110,6 +112,8 @@ def resolution_sql(
         else ""
     )
     pk = quote_column(primary_key)
+    columns = ", ".join(quote_column(c) for c in dict.fromkeys(identifier_columns(config)))
+    # The primary key keeps its type (cheaper to compare); it is cast to text only for samples.
     return f"""
         SELECT pk, kind, label, value,
             CASE
@@ -123,13 +127,13 @@ def resolution_sql(
                 ELSE NULL
             END AS reason
         FROM (
-            SELECT CAST({pk} AS VARCHAR) AS pk,
-                {kind} AS kind,
+            SELECT __cf_pk AS pk,
+                CASE {" ".join(whens_kind)} END AS kind,
                 CASE {" ".join(whens_label)} END AS label,
                 CASE {" ".join(whens_value)} END AS value,
                 COALESCE(CASE {" ".join(whens_bad)} END, FALSE) AS bad_type,
-                ({blank}) AS is_blank
-            FROM {table}
+                ({blank_any}) AS is_blank
+            FROM (SELECT {pk} AS __cf_pk, {columns}, {", ".join(presence)} FROM {table})
         )
     """
 

@@ -1,9 +1,11 @@
 """The plan: which identities to add and remove, computed in DuckDB against the last confirmed state.
 
-Inputs are streamed into an embedded DuckDB database (the model's resolved rows, the confirmed members and
-the identifiers that failed before); the diff is two anti-joins. DuckDB spills to a temporary directory
-when the sets outgrow memory, and delivery reads the results back one batch at a time, so no step holds
-one Python object per row of the model.
+The model is read by an embedded DuckDB database (a DuckDB warehouse in place, other sources as streamed
+Arrow batches); confirmed membership comes from its Parquet snapshot when that is current (see
+``state/snapshot.py``), else from the state database. The whole diff is one full outer join, the same
+work as DuckDB joining the two identifier sets. DuckDB spills to a temporary directory when the sets
+outgrow memory, and delivery reads the results back one batch at a time, so no step holds one Python
+object per row of the model.
 
 - adds: identities in the model but not confirmed (every model identity with ``full_resync``);
 - removes: confirmed identities no longer in the model (none when the sync keeps departed rows);
@@ -19,12 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import structlog
 
 from cohortflow.sync.config import ModelConfig, SyncConfig
+from cohortflow.sync.errors import SourceUnavailable
 from cohortflow.sync.identifiers import describe
-from cohortflow.sync.models import ModelStats, RejectedRows, materialize
+from cohortflow.sync.models import RejectedRows, materialize, rejected_rows
 from cohortflow.sync.sources import Source
 from cohortflow.sync.state import IDENTITY_SCHEMA, Identity, StateStore
+
+log = structlog.get_logger("cohortflow.sync")
 
 ADD = "add"
 REMOVE = "remove"
@@ -87,6 +93,22 @@ class Plan:
         rows = self._con.execute(f"SELECT kind, label, value FROM {table} ORDER BY kind, label, value LIMIT {int(n)}")
         return [describe((k, lb, v)) for k, lb, v in rows.fetchall()]
 
+    def save_confirmed(self, store: StateStore, sync_name: str) -> None:
+        """After every add and remove of this plan was acknowledged: snapshot the membership that results.
+
+        Only valid then (and with the sync's lock held, so nobody else changed membership meanwhile): the
+        membership is the planned-against one minus the removes plus the adds.
+        """
+        if store.snapshots is None:
+            return
+        store.snapshots.write(
+            self._con,
+            "SELECT kind, label, value FROM confirmed ANTI JOIN removes USING (kind, label, value) "
+            "ANTI JOIN adds USING (kind, label, value) UNION ALL SELECT kind, label, value FROM adds",
+            sync_name,
+            store.members_token(sync_name),
+        )
+
     def close(self) -> None:
         self._con.close()
         shutil.rmtree(self._tmp_dir, ignore_errors=True)
@@ -106,6 +128,26 @@ def _load_identities(con: duckdb.DuckDBPyConnection, table: str, reader: Any) ->
         con.register("identities_in", batch)
         con.execute(f"INSERT INTO {table} SELECT * FROM identities_in")
         con.unregister("identities_in")
+
+
+def _confirmed(con: duckdb.DuckDBPyConnection, store: StateStore, sync_name: str, stale: bool) -> None:
+    """Define ``confirmed``: the sync's snapshot when it is current, else membership read from the database."""
+    if stale:
+        con.execute("CREATE TABLE confirmed (kind VARCHAR, label VARCHAR, value VARCHAR)")
+        return
+    snapshots = store.snapshots
+    if snapshots is not None:
+        path = snapshots.find(sync_name, store.members_token(sync_name))
+        if path is not None:
+            quoted = str(path).replace("'", "''")
+            con.execute(f"CREATE VIEW confirmed AS SELECT kind, label, value FROM read_parquet('{quoted}')")
+            return
+    token = store.load_confirmed(con, "confirmed", sync_name)
+    if snapshots is not None:
+        try:
+            snapshots.write(con, "SELECT kind, label, value FROM confirmed", sync_name, token)
+        except (OSError, duckdb.Error) as exc:  # a cache: planning goes on without it
+            log.warning("could not write the membership snapshot", sync=sync_name, error=str(exc))
 
 
 def build_plan(
@@ -129,41 +171,67 @@ def build_plan(
         config["memory_limit"] = memory_limit
     con = duckdb.connect(":memory:", config=config)
     try:
-        stats: ModelStats = materialize(
+        model_input = materialize(
             con, source, model, sync.identifier, unsupported_kinds=unsupported_kinds, on_rows=on_rows
         )
         if on_planning is not None:
             on_planning()
-        if confirmed_is_stale:
-            _load_identities(con, "confirmed", iter(()))
-        else:
-            _load_identities(con, "confirmed", store.confirmed(sync_name))
+        _confirmed(con, store, sync_name, confirmed_is_stale)
         _load_identities(con, "failed_add", store.failed(sync_name, ADD))
         _load_identities(con, "failed_remove", store.failed(sync_name, REMOVE))
+        # One full outer join does the whole diff; identities are resolved (and rows rejected) as the model
+        # side is read. Rejected rows get a null key, so they never match and land in the diff with their
+        # reason. Only unmatched rows are kept: a few percent of the model in a steady state.
+        try:
+            con.execute(
+                """
+                CREATE TABLE diff AS
+                SELECT m.in_model, m.pk, m.reason, m.kind AS m_kind, m.label AS m_label, m.value AS m_value,
+                    c.kind AS c_kind, c.label AS c_label, c.value AS c_value
+                FROM (
+                    SELECT TRUE AS in_model, pk, kind, label, value, reason,
+                        CASE WHEN reason IS NULL THEN value END AS key
+                    FROM model_rows
+                ) AS m
+                FULL OUTER JOIN confirmed AS c ON m.kind = c.kind AND m.label = c.label AND m.key = c.value
+                WHERE m.in_model IS NULL OR c.value IS NULL
+                """
+            )
+        except duckdb.Error as exc:
+            raise SourceUnavailable(f"reading the model failed: {exc}") from exc
+        con.execute(
+            "CREATE TABLE new_identities AS SELECT DISTINCT m_kind AS kind, m_label AS label, m_value AS value "
+            "FROM diff WHERE in_model AND reason IS NULL"
+        )
         if full_resync:
-            con.execute("CREATE TABLE adds AS SELECT * FROM desired")
+            con.execute("CREATE TABLE adds AS SELECT DISTINCT kind, label, value FROM model_rows WHERE reason IS NULL")
         else:
-            con.execute("CREATE TABLE adds AS SELECT * FROM desired ANTI JOIN confirmed USING (kind, label, value)")
-        if sync.on_row_removed == "remove":
-            con.execute("CREATE TABLE removes AS SELECT * FROM confirmed ANTI JOIN desired USING (kind, label, value)")
-        else:
-            con.execute("CREATE TABLE removes AS SELECT * FROM confirmed LIMIT 0")
+            con.execute("CREATE TABLE adds AS SELECT * FROM new_identities")
+        removes_filter = "" if sync.on_row_removed == "remove" else " AND FALSE"
+        con.execute(
+            "CREATE TABLE removes AS SELECT c_kind AS kind, c_label AS label, c_value AS value "
+            f"FROM diff WHERE in_model IS NULL{removes_filter}"
+        )
 
         def scalar(sql: str) -> int:
             row = con.execute(sql).fetchall()[0]
             assert row is not None
             return int(row[0])
 
+        rejected = rejected_rows(con, "diff")
+        confirmed = scalar("SELECT count(*) FROM confirmed")
+        departed = scalar("SELECT count(*) FROM diff WHERE in_model IS NULL")
         counts = PlanCounts(
-            rows=stats.rows,
-            valid_rows=stats.valid_rows,
-            desired=scalar("SELECT count(*) FROM desired"),
-            confirmed=scalar("SELECT count(*) FROM confirmed"),
+            rows=model_input.rows,
+            valid_rows=model_input.rows - sum(r.count for r in rejected),
+            # Every confirmed identity still in the model matched at least one valid row.
+            desired=confirmed - departed + scalar("SELECT count(*) FROM new_identities"),
+            confirmed=confirmed,
             adds=scalar("SELECT count(*) FROM adds"),
             removes=scalar("SELECT count(*) FROM removes"),
             retried_adds=scalar("SELECT count(*) FROM adds SEMI JOIN failed_add USING (kind, label, value)"),
             retried_removes=scalar("SELECT count(*) FROM removes SEMI JOIN failed_remove USING (kind, label, value)"),
-            rejected=stats.rejected,
+            rejected=rejected,
         )
         return Plan(con, tmp_dir, counts)
     except BaseException:

@@ -29,6 +29,8 @@ from cohortflow.sync.config import (
 )
 from cohortflow.sync.errors import SourceUnavailable
 
+ATTACHED = "model_source"  # the catalog name of an attached DuckDB source in the planner's database
+
 
 def quote_identifier(name: str) -> str:
     """Quote a (possibly dotted) table name for DuckDB, SQLite and PostgreSQL alike."""
@@ -128,6 +130,24 @@ class Source:
                 yield pa.RecordBatchReader.from_batches(schema, _text_batches(result, columns, schema, batch_rows))
         finally:
             engine.dispose()
+
+    def attach(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Attach a DuckDB source to ``con`` as ``model_source`` (read-only); False for other sources.
+
+        The planner then reads the model where it lies instead of copying it through Arrow batches. The
+        source is searched after the planner's own tables, so the model's SQL resolves unqualified names
+        as it would in the warehouse, while the planner's tables (and its cursors) stay in ``memory``.
+        """
+        if not isinstance(self.config, DuckDBSource):
+            return False
+        path = self._duckdb_path()
+        mode = " (READ_ONLY)" if self.config.read_only and path != ":memory:" else ""
+        try:
+            con.execute(f"ATTACH '{path.replace(chr(39), chr(39) * 2)}' AS {ATTACHED}{mode}")
+            con.execute(f"SET search_path = 'memory.main,{ATTACHED}.main'")
+        except duckdb.Error as exc:
+            raise SourceUnavailable(f"source {self.name!r} ({self.describe()}) is unavailable: {exc}") from exc
+        return True
 
     def test(self) -> str:
         """Connect and run a trivial query; the error says what failed."""

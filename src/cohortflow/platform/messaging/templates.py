@@ -20,28 +20,14 @@ from liquid import BoundTemplate, DictLoader, Environment, StrictDefaultUndefine
 from liquid.exceptions import LiquidError
 
 from cohortflow.platform.errors import InvalidRequest
+from cohortflow.platform.identity import PROFILE_COLUMNS as STANDARD_ATTRIBUTE_COLUMNS
 from cohortflow.platform.store.schema import users
 
 # ``include``/``render`` would read other templates; campaigns have none, so a DictLoader with nothing in
 # it turns those tags into errors at save time.
 _env = Environment(undefined=StrictDefaultUndefined, loader=DictLoader({}))
 
-PROFILE_FIELDS: tuple[str, ...] = (
-    "external_id",
-    "braze_id",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "country",
-    "home_city",
-    "language",
-    "gender",
-    "dob",
-    "time_zone",
-    "email_subscribe",
-    "push_subscribe",
-)
+PROFILE_FIELDS: tuple[str, ...] = ("external_id", "braze_id", *STANDARD_ATTRIBUTE_COLUMNS)
 # The user columns a render needs, for callers that load users in bulk.
 PROFILE_COLUMNS = [users.c.id, *(users.c[name] for name in PROFILE_FIELDS), users.c.custom_attributes]
 

@@ -31,6 +31,9 @@ sync_states = Table(
     # Destination + cohort (or attribute). When it changes, confirmed membership no longer describes the target.
     Column("target", String(2048), nullable=False),
     Column("cohort_name", String(1024)),
+    # A new random value in every transaction that changes this sync's sync_members: a columnar snapshot
+    # of membership is used only while it carries the current token (see state/snapshot.py).
+    Column("members_token", String(32)),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
 )

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 from sqlalchemy import Connection, Engine, and_, delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from cohortflow.clock import Clock, utcnow
 from cohortflow.sync.state.database import make_state_engine, migrate
 from cohortflow.sync.state.schema import sync_failures, sync_members, sync_states
+from cohortflow.sync.state.snapshot import MembershipSnapshots, default_directory, new_token
 
 IDENTITY_SCHEMA = pa.schema([("kind", pa.string()), ("label", pa.string()), ("value", pa.string())])
 Identity = tuple[str, str, str]  # (kind, label, value)
@@ -33,16 +36,18 @@ class SyncState:
 class StateStore:
     """The state database of one workspace (``settings.sync.state_url``)."""
 
-    def __init__(self, engine: Engine, clock: Clock = utcnow) -> None:
+    def __init__(self, engine: Engine, clock: Clock = utcnow, snapshot_dir: Path | None = None) -> None:
         self.engine = engine
         self.clock = clock
+        # Columnar copies of confirmed membership (a cache; None disables it). See state/snapshot.py.
+        self.snapshots = MembershipSnapshots(snapshot_dir) if snapshot_dir is not None else None
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> StateStore:
         engine = make_state_engine(url)
         if run_migrations:
             migrate(engine)
-        return cls(engine)
+        return cls(engine, snapshot_dir=default_directory(url))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -80,7 +85,62 @@ class StateStore:
         )
         conn.execute(delete(sync_members).where(sync_members.c.sync_name == sync_name))
         conn.execute(delete(sync_failures).where(sync_failures.c.sync_name == sync_name))
+        self._new_members_token(conn, sync_name)
         return True
+
+    def _new_members_token(self, conn: Connection, sync_name: str) -> str:
+        """Mark membership as changed, in the transaction that changes it (so older snapshots are ignored)."""
+        token = new_token()
+        conn.execute(update(sync_states).where(sync_states.c.sync_name == sync_name).values(members_token=token))
+        return token
+
+    def members_token(self, sync_name: str) -> str | None:
+        """The token of the current membership (None: unknown, so no snapshot is trusted)."""
+        with self.engine.connect() as conn:
+            token = conn.execute(
+                select(sync_states.c.members_token).where(sync_states.c.sync_name == sync_name)
+            ).scalar_one_or_none()
+        return str(token) if token is not None else None
+
+    def load_confirmed(self, con: duckdb.DuckDBPyConnection, table: str, sync_name: str) -> str | None:
+        """Copy confirmed membership into the DuckDB table ``table`` (kind, label, value); return its token.
+
+        Token and rows are read in one transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: repeatable read),
+        so the token names exactly the rows copied. Rows come through the driver's cursor in chunks that
+        become Arrow columns, without a SQLAlchemy row object per member.
+        """
+        con.execute(f"CREATE OR REPLACE TABLE {table} (kind VARCHAR, label VARCHAR, value VARCHAR)")
+        query = select(sync_members.c.kind, sync_members.c.label, sync_members.c.value).where(
+            sync_members.c.sync_name == sync_name
+        )
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            token = conn.execute(
+                select(sync_states.c.members_token).where(sync_states.c.sync_name == sync_name)
+            ).scalar_one_or_none()
+            compiled = query.compile(dialect=conn.dialect)
+            params: Any = (
+                [compiled.params[k] for k in compiled.positiontup or ()] if compiled.positional else compiled.params
+            )
+            dbapi: Any = conn.connection.dbapi_connection
+            # PostgreSQL: a named (server-side) cursor, so the client holds one chunk at a time.
+            postgres = conn.dialect.name == "postgresql"
+            cursor = dbapi.cursor(name=f"cf_members_{new_token()}") if postgres else dbapi.cursor()
+            try:
+                cursor.execute(str(compiled), params)
+                while rows := cursor.fetchmany(50_000):
+                    kinds, labels, values = zip(*rows, strict=True)
+                    batch = pa.RecordBatch.from_arrays(
+                        [pa.array(kinds, pa.string()), pa.array(labels, pa.string()), pa.array(values, pa.string())],
+                        schema=IDENTITY_SCHEMA,
+                    )
+                    con.register("confirmed_in", batch)
+                    con.execute(f"INSERT INTO {table} SELECT * FROM confirmed_in")
+                    con.unregister("confirmed_in")
+            finally:
+                cursor.close()
+        return str(token) if token is not None else None
 
     def set_cohort_name(self, conn: Connection, sync_name: str, name: str) -> None:
         conn.execute(
@@ -164,8 +224,8 @@ class StateStore:
 
     def confirm(
         self, conn: Connection, sync_name: str, op: str, ids: Sequence[Identity], *, clear_failures: bool = True
-    ) -> None:
-        """Record that the destination acknowledged ``op`` ("add" or "remove") for ``ids``.
+    ) -> str:
+        """Record that the destination acknowledged ``op`` ("add" or "remove") for ``ids``; return the new token.
 
         ``clear_failures=False`` skips forgetting earlier failures when the caller knows there are none.
         """
@@ -181,6 +241,7 @@ class StateStore:
             self._delete(conn, sync_members, sync_name, ids)
         if clear_failures:
             self._delete(conn, sync_failures, sync_name, ids, sync_failures.c.op == op)
+        return self._new_members_token(conn, sync_name)
 
     def record_failures(
         self, conn: Connection, sync_name: str, op: str, ids: Sequence[Identity], reason: str, run_id: str
