@@ -32,6 +32,19 @@ def test_body_over_4mb_is_413(client: httpx.Client) -> None:
     assert "4 MB" in r.json()["message"]
 
 
-def test_openapi_document_lists_routes(client: httpx.Client) -> None:
+def test_openapi_document_lists_routes_and_the_errors_really_answered(client: httpx.Client) -> None:
     doc = client.get("/openapi.json").json()
-    assert "/healthz" in doc["paths"]
+    for path in ("/healthz", "/partners/{partner}/cohorts", "/partners/{partner}/cohorts/users", "/users/track"):
+        assert path in doc["paths"]
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            # Validation errors are 400 with {"message"}, never FastAPI's 422.
+            assert "422" not in responses, (method, path)
+            if path != "/healthz":
+                assert "401" in responses, (method, path)
+            if "requestBody" in operation:
+                assert {"400", "413"} <= set(responses), (method, path)
+    # A documented 400 is what the server answers to a malformed body.
+    r = client.post("/users/track", json={"attributes": "nope"}, headers={"Authorization": "Bearer x"})
+    assert r.status_code == 401

@@ -81,8 +81,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _json(content: dict[str, Any], status_code: int, headers: dict[str, str],
-          background: BackgroundTask | None = None) -> Response:
+def _json(
+    content: dict[str, Any], status_code: int, headers: dict[str, str], background: BackgroundTask | None = None
+) -> Response:
     return Response(orjson.dumps(content), status_code, headers, "application/json", background)
 
 
@@ -107,9 +108,7 @@ def _name_cohort(runtime: PlatformRuntime, path_partner: str, body: dict[str, An
     with cohorts.serialized_transaction(runtime.engine, runtime.settings.cohort_lock_wait_seconds) as conn:
         partner, grant, budget = _authenticate(conn, runtime, path_partner, body)
         request = parse_cohort_name_request(body)
-        cohorts.name_cohort(
-            conn, grant.workspace_id, partner.id, request.cohort_id, request.name, request.created_at
-        )
+        cohorts.name_cohort(conn, grant.workspace_id, partner.id, request.cohort_id, request.name, request.created_at)
     return budget
 
 
