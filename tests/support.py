@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from cohortflow.platform.import_keys import create_import_key
 from cohortflow.platform.partners import create_partner
+from cohortflow.platform.process import ServerProcess, free_port, start_server
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.workspaces import create_workspace
 from cohortflow.settings import PlatformSettings
+
+__all__ = ["ServerProcess", "Tenant", "free_port", "fresh_database", "make_tenant", "open_runtime", "start_server"]
 
 POSTGRES_ENV = "COHORTFLOW_TEST_POSTGRES_URL"
 REQUIRE_POSTGRES_ENV = "COHORTFLOW_REQUIRE_POSTGRES"
@@ -61,63 +59,6 @@ def fresh_database(kind: str, tmp_dir: Path) -> Iterator[str]:
         admin.dispose()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    """A platform server in its own process (so tests can kill it), on a loopback port."""
-
-    base_url: str
-    database_url: str
-    process: subprocess.Popen[bytes]
-    env: dict[str, str]
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.process.poll() is None:
-            if kill:
-                self.process.kill()
-            else:
-                self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_server(database_url: str, extra_env: dict[str, str] | None = None, port: int | None = None) -> ServerProcess:
-    port = port or free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "COHORTFLOW_PLATFORM_DATABASE_URL": database_url,
-            "COHORTFLOW_PLATFORM__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-            "COHORTFLOW_LOG_LEVEL": "WARNING",
-        }
-    )
-    env.update(extra_env or {})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "cohortflow.platform.api.server:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        env=env,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"platform server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return ServerProcess(base_url, database_url, process, env)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("platform server did not start within 60 s")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from cohortflow.demo.server import free_port
+from cohortflow.platform.process import free_port
 
 
 class _WriteToDisk:

@@ -1,8 +1,8 @@
 """The demo's script: every step of the document, on embedded defaults (DuckDB warehouse, SQLite platform).
 
 1. generate a DuckDB warehouse of customers;
-2. start the platform on SQLite on a free loopback port; create a workspace, the partner ``hightouch`` and
-   a data import key (the dashboard's "generate key");
+2. start the platform (its own process) on SQLite on a free loopback port; create a workspace, the
+   partner ``hightouch`` and a data import key (the dashboard's "generate key");
 3. load the customers into the platform through its APIs (identified, alias-only, anonymous devices,
    anonymous-then-identified; some customers stay warehouse-only);
 4. write ``cohortflow.yaml`` (secrets as ``${VAR}``) and run the sync into a new cohort;
@@ -29,12 +29,12 @@ import yaml
 from cohortflow.clock import utcnow
 from cohortflow.demo.outbox import Outbox
 from cohortflow.demo.population import LoadStats, load_customers
-from cohortflow.demo.server import BackgroundServer
 from cohortflow.demo.warehouse import ALIAS_LABEL, HIGH_VALUE_SQL, WarehouseStats, churn, generate
 from cohortflow.platform.cohorts import CohortInfo, get_cohort
 from cohortflow.platform.import_keys import create_import_key
 from cohortflow.platform.messaging.campaigns import create_campaign, request_send, run_send
 from cohortflow.platform.partners import create_partner
+from cohortflow.platform.process import start_server
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.segments.service import SegmentSize, create_segment, segment_size
 from cohortflow.platform.workspaces import create_workspace
@@ -117,9 +117,12 @@ def run_demo(directory: Path, customers: int, *, step: Step = lambda _msg: None)
     step(f"Generating a DuckDB warehouse of {customers:,} customers")
     report.warehouse = generate(warehouse, customers)
 
-    runtime = PlatformRuntime.open(PlatformSettings(database_url=f"sqlite:///{directory / 'platform.db'}"))
+    database_url = f"sqlite:///{directory / 'platform.db'}"
+    runtime = PlatformRuntime.open(PlatformSettings(database_url=database_url))
     try:
-        with BackgroundServer(runtime) as base_url:
+        # A process of its own, as the platform runs in production, so client and server each get a core.
+        with start_server(database_url) as server:
+            base_url = server.base_url
             report.rest_endpoint = base_url
             step(f"Platform serving on {base_url} (SQLite); creating a workspace and a Hightouch data import key")
             with runtime.transaction() as conn:

@@ -1,0 +1,91 @@
+"""The platform's HTTP API in a process of its own, on a loopback port.
+
+Used by the demo (so the platform and the client each get a core), by the tests (which must be able to
+``kill -9`` a server mid-request) and by the benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+import httpx
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A running platform server; ``with`` stops it at the end of the block."""
+
+    base_url: str
+    database_url: str
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process.poll() is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def start_server(
+    database_url: str,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    *,
+    startup_seconds: float = 60.0,
+) -> ServerProcess:
+    """Start ``uvicorn cohortflow.platform.api.server:app`` on ``database_url`` and wait until it answers."""
+    port = port or free_port()
+    env = {
+        **os.environ,
+        "COHORTFLOW_PLATFORM_DATABASE_URL": database_url,
+        "COHORTFLOW_PLATFORM__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "COHORTFLOW_LOG_LEVEL": os.environ.get("COHORTFLOW_LOG_LEVEL", "WARNING"),
+        **(extra_env or {}),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "uvicorn", "cohortflow.platform.api.server:app",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+        ],
+        env=env,
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + startup_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"platform server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return ServerProcess(base_url, database_url, process, env)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"platform server did not start within {startup_seconds:.0f} s")
