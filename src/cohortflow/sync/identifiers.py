@@ -71,10 +71,22 @@ def _is_textual(arrow_type: pa.DataType) -> bool:
     )
 
 
-def resolution_sql(
+def _blank(text: str) -> str:
+    """Empty or only spaces (DuckDB's trim strips spaces only); the cheap tests run first."""
+    return f"({text} = '' OR (starts_with({text}, ' ') AND trim({text}) = ''))"
+
+
+def identity_sql(
     config: IdentifierConfig, schema: pa.Schema, primary_key: str, table: str, unsupported_kinds: Sequence[str] = ()
 ) -> str:
-    """SQL over ``table`` yielding ``pk, kind, label, value, reason`` per row (``reason`` null when valid).
+    """SQL over ``table`` yielding per row ``pk, kind, label, value`` and ``key``, the value to match on.
+
+    ``key`` is null when the row cannot be valid for reasons known without looking at the value's
+    characters (no primary key, no identifier present, a non-text column, a kind the destination cannot
+    address). The value-level rules (blank, length, control characters) are left to :func:`reason_sql`,
+    so a planner may apply them only to rows that do not match an identity already confirmed: a confirmed
+    identity passed them when it was planned. With a single identifier choice, the columns are then just
+    the raw ones, at no cost per row. Several choices also yield ``chosen``, ``is_blank``, ``bad_type``.
 
     Integer columns are accepted and sent as their decimal text; any other non-text type (floats, booleans,
     dates, nested values) is not a valid identifier string.
@@ -86,56 +98,87 @@ def resolution_sql(
         raise ModelError(
             f"the model has no column {', '.join(repr(c) for c in missing)} (it has: {', '.join(schema.names)})"
         )
+    pk = quote_column(primary_key)
+    choices = [_resolved(c) for c in config.choices()]
+    if len(choices) == 1:
+        r = choices[0]
+        col = quote_column(r.column)
+        matchable = _is_textual(schema.field(r.column).type) and r.kind not in unsupported_kinds
+        key = f"CASE WHEN {pk} IS NOT NULL THEN CAST({col} AS VARCHAR) END" if matchable else "NULL::VARCHAR"
+        return (
+            f"SELECT {pk} AS pk, {_sql_string(r.kind)} AS kind, {_sql_string(r.label)} AS label, "
+            f"CAST({col} AS VARCHAR) AS value, {key} AS key FROM {table}"
+        )
     # Each choice's presence is computed once per row (__cf_p0, ...) and then picked by the CASEs above it.
-    # Blank means empty or only spaces (DuckDB's trim strips spaces only); the cheap tests run first.
     presence, whens_kind, whens_label, whens_value, whens_bad, blank_checks = [], [], [], [], [], []
-    for i, choice in enumerate(config.choices()):
-        r = _resolved(choice)
+    for i, r in enumerate(choices):
         col = quote_column(r.column)
         textual = _is_textual(schema.field(r.column).type)
         text = f"CAST({col} AS VARCHAR)"
         if textual:
-            blank = f"({text} = '' OR (starts_with({text}, ' ') AND trim({text}) = ''))"
-            presence.append(f"({col} IS NOT NULL AND NOT {blank}) AS __cf_p{i}")
-            blank_checks.append(f"({col} IS NOT NULL AND {blank})")
+            presence.append(f"({col} IS NOT NULL AND NOT {_blank(text)}) AS __cf_p{i}")
+            blank_checks.append(f"({col} IS NOT NULL AND {_blank(text)})")
         else:
             presence.append(f"({col} IS NOT NULL) AS __cf_p{i}")
         whens_kind.append(f"WHEN __cf_p{i} THEN {_sql_string(r.kind)}")
         whens_label.append(f"WHEN __cf_p{i} THEN {_sql_string(r.label)}")
         whens_value.append(f"WHEN __cf_p{i} THEN {text}")
         whens_bad.append(f"WHEN __cf_p{i} THEN {'FALSE' if textual else 'TRUE'}")
-    blank_any = " OR ".join(blank_checks) or "FALSE"
     unsupported = (
-        f"WHEN kind IN ({', '.join(_sql_string(k) for k in unsupported_kinds)}) "
-        f"THEN {_sql_string(UNSUPPORTED_BY_DESTINATION)}"
-        if unsupported_kinds
-        else ""
+        f" AND kind NOT IN ({', '.join(_sql_string(k) for k in unsupported_kinds)})" if unsupported_kinds else ""
     )
-    pk = quote_column(primary_key)
-    columns = ", ".join(quote_column(c) for c in dict.fromkeys(identifier_columns(config)))
-    # The primary key keeps its type (cheaper to compare); it is cast to text only for samples.
+    columns = ", ".join(quote_column(c) for c in dict.fromkeys(r.column for r in choices))
     return f"""
-        SELECT pk, kind, label, value,
-            CASE
-                WHEN pk IS NULL THEN {_sql_string(NULL_PRIMARY_KEY)}
-                WHEN kind IS NULL AND is_blank THEN {_sql_string(EMPTY_IDENTIFIER)}
-                WHEN kind IS NULL THEN {_sql_string(NULL_IDENTIFIER)}
-                WHEN bad_type THEN {_sql_string(NOT_A_STRING)}
-                {unsupported}
-                WHEN length(value) > {MAX_IDENTIFIER_LENGTH} THEN {_sql_string(TOO_LONG)}
-                WHEN regexp_matches(value, '[\\x00-\\x1f\\x7f]') THEN {_sql_string(CONTROL_CHARACTERS)}
-                ELSE NULL
-            END AS reason
+        SELECT pk, kind, label, value, kind IS NOT NULL AS chosen, is_blank, bad_type,
+            CASE WHEN pk IS NOT NULL AND kind IS NOT NULL AND NOT bad_type{unsupported} THEN value END AS key
         FROM (
             SELECT __cf_pk AS pk,
                 CASE {" ".join(whens_kind)} END AS kind,
                 CASE {" ".join(whens_label)} END AS label,
                 CASE {" ".join(whens_value)} END AS value,
                 COALESCE(CASE {" ".join(whens_bad)} END, FALSE) AS bad_type,
-                ({blank_any}) AS is_blank
+                ({" OR ".join(blank_checks) or "FALSE"}) AS is_blank
             FROM (SELECT {pk} AS __cf_pk, {columns}, {", ".join(presence)} FROM {table})
         )
     """
+
+
+def reason_sql(config: IdentifierConfig, schema: pa.Schema, alias: str, unsupported_kinds: Sequence[str] = ()) -> str:
+    """Why the row ``alias`` of :func:`identity_sql` is rejected: a SQL expression, null when it is valid."""
+    choices = [_resolved(c) for c in config.choices()]
+    if len(choices) == 1:
+        r = choices[0]
+        value = f"{alias}.value"
+        chosen = f"({value} IS NOT NULL AND NOT {_blank(value)})"
+        is_blank = f"({value} IS NOT NULL AND {_blank(value)})"
+        bad_type = "FALSE" if _is_textual(schema.field(r.column).type) else "TRUE"
+    else:
+        chosen, is_blank, bad_type = f"{alias}.chosen", f"{alias}.is_blank", f"{alias}.bad_type"
+    unsupported = (
+        f"WHEN {alias}.kind IN ({', '.join(_sql_string(k) for k in unsupported_kinds)}) "
+        f"THEN {_sql_string(UNSUPPORTED_BY_DESTINATION)}"
+        if unsupported_kinds
+        else ""
+    )
+    return f"""CASE
+        WHEN {alias}.pk IS NULL THEN {_sql_string(NULL_PRIMARY_KEY)}
+        WHEN NOT {chosen} AND {is_blank} THEN {_sql_string(EMPTY_IDENTIFIER)}
+        WHEN NOT {chosen} THEN {_sql_string(NULL_IDENTIFIER)}
+        WHEN {bad_type} THEN {_sql_string(NOT_A_STRING)}
+        {unsupported}
+        WHEN length({alias}.value) > {MAX_IDENTIFIER_LENGTH} THEN {_sql_string(TOO_LONG)}
+        WHEN regexp_matches({alias}.value, '[\\x00-\\x1f\\x7f]') THEN {_sql_string(CONTROL_CHARACTERS)}
+        ELSE NULL
+    END"""
+
+
+def resolution_sql(
+    config: IdentifierConfig, schema: pa.Schema, primary_key: str, table: str, unsupported_kinds: Sequence[str] = ()
+) -> str:
+    """SQL over ``table`` yielding ``pk, kind, label, value, key, reason`` per row (``reason`` null when valid)."""
+    identities = identity_sql(config, schema, primary_key, table, unsupported_kinds)
+    reason = reason_sql(config, schema, "r", unsupported_kinds)
+    return f"SELECT r.*, {reason} AS reason FROM ({identities}) AS r"
 
 
 def describe(identity: tuple[str, str, str]) -> str:

@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
+import pyarrow as pa
 
 from cohortflow.sync.config import IdentifierConfig, ModelConfig
 from cohortflow.sync.errors import ModelError, SourceUnavailable
-from cohortflow.sync.identifiers import identifier_columns, quote_column, resolution_sql
+from cohortflow.sync.identifiers import identifier_columns, identity_sql, quote_column, resolution_sql
 from cohortflow.sync.sources import ATTACHED, Source, model_query, quote_identifier
 
 SAMPLE_SIZE = 5
@@ -34,6 +35,7 @@ class RejectedRows:
 @dataclass
 class ModelInput:
     rows: int
+    schema: pa.Schema  # the model's columns as the source types them
 
 
 def materialize(
@@ -45,7 +47,8 @@ def materialize(
     unsupported_kinds: Sequence[str] = (),
     on_rows: Callable[[int], None] | None = None,
 ) -> ModelInput:
-    """Define the DuckDB view ``model_rows`` (pk, kind, label, value, reason; ``reason`` null when valid).
+    """Define the DuckDB views ``model_identities`` (:func:`identity_sql`) and ``model_rows`` (the same plus
+    ``reason``, null when the row is valid).
 
     A DuckDB source is attached and read in place: a ``table`` model is a view over its table, a ``sql``
     model is run once into a table of the needed columns. Other sources stream Arrow batches into a table.
@@ -85,6 +88,8 @@ def materialize(
             except duckdb.Error as exc:
                 raise SourceUnavailable(f"reading the model failed: {exc}") from exc
             schema = reader.schema
+    identities = identity_sql(identifier, schema, model.primary_key, "raw_rows", unsupported_kinds)
+    con.execute(f"CREATE VIEW model_identities AS {identities}")
     resolve = resolution_sql(identifier, schema, model.primary_key, "raw_rows", unsupported_kinds)
     con.execute(f"CREATE VIEW model_rows AS {resolve}")
     try:
@@ -109,7 +114,7 @@ def materialize(
             count=int(dup[0]),
             samples=list(dup[1]),
         )
-    return ModelInput(rows=total)
+    return ModelInput(rows=total, schema=schema)
 
 
 def rejected_rows(con: duckdb.DuckDBPyConnection, table: str) -> list[RejectedRows]:

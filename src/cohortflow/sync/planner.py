@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import structlog
 
 from cohortflow.sync.config import ModelConfig, SyncConfig
 from cohortflow.sync.errors import SourceUnavailable
-from cohortflow.sync.identifiers import describe
+from cohortflow.sync.identifiers import describe, reason_sql
 from cohortflow.sync.models import RejectedRows, materialize, rejected_rows
 from cohortflow.sync.sources import Source
 from cohortflow.sync.state import IDENTITY_SCHEMA, Identity, StateStore
@@ -131,23 +132,28 @@ def _load_identities(con: duckdb.DuckDBPyConnection, table: str, reader: Any) ->
 
 
 def _confirmed(con: duckdb.DuckDBPyConnection, store: StateStore, sync_name: str, stale: bool) -> None:
-    """Define ``confirmed``: the sync's snapshot when it is current, else membership read from the database."""
+    """Define ``confirmed``: the sync's snapshot when it is current, else membership read from the database
+    (streamed into a new snapshot when snapshots are kept)."""
     if stale:
         con.execute("CREATE TABLE confirmed (kind VARCHAR, label VARCHAR, value VARCHAR)")
         return
     snapshots = store.snapshots
-    if snapshots is not None:
-        path = snapshots.find(sync_name, store.members_token(sync_name))
-        if path is not None:
-            quoted = str(path).replace("'", "''")
-            con.execute(f"CREATE VIEW confirmed AS SELECT kind, label, value FROM read_parquet('{quoted}')")
-            return
-    token = store.load_confirmed(con, "confirmed", sync_name)
-    if snapshots is not None:
-        try:
-            snapshots.write(con, "SELECT kind, label, value FROM confirmed", sync_name, token)
-        except (OSError, duckdb.Error) as exc:  # a cache: planning goes on without it
-            log.warning("could not write the membership snapshot", sync=sync_name, error=str(exc))
+    path = snapshots.find(sync_name, store.members_token(sync_name)) if snapshots is not None else None
+    if path is None:
+        writable = snapshots is not None and snapshots.writable()
+        if snapshots is not None and not writable:
+            log.warning("membership snapshots disabled: directory not writable", directory=str(snapshots.directory))
+        with store.confirmed_batches(sync_name) as (token, batches):
+            if snapshots is not None and writable and token is not None:
+                path = snapshots.write_batches(batches, IDENTITY_SCHEMA, sync_name, token)
+            else:
+                reader = pa.RecordBatchReader.from_batches(IDENTITY_SCHEMA, batches)
+                con.register("confirmed_in", reader)
+                con.execute("CREATE TABLE confirmed AS SELECT * FROM confirmed_in")
+                con.unregister("confirmed_in")
+    if path is not None:
+        quoted = str(path).replace("'", "''")
+        con.execute(f"CREATE VIEW confirmed AS SELECT kind, label, value FROM read_parquet('{quoted}')")
 
 
 def build_plan(
@@ -179,20 +185,19 @@ def build_plan(
         _confirmed(con, store, sync_name, confirmed_is_stale)
         _load_identities(con, "failed_add", store.failed(sync_name, ADD))
         _load_identities(con, "failed_remove", store.failed(sync_name, REMOVE))
-        # One full outer join does the whole diff; identities are resolved (and rows rejected) as the model
-        # side is read. Rejected rows get a null key, so they never match and land in the diff with their
-        # reason. Only unmatched rows are kept: a few percent of the model in a steady state.
+        # One full outer join does the whole diff. A model row matching a confirmed identity is valid (that
+        # identity passed every rule when it was planned), so the value-level rules run only on the rows
+        # left unmatched, a few percent of the model in a steady state, which the diff keeps with their
+        # reason. Rows that cannot be valid have a null key, so they never match.
+        reason = reason_sql(sync.identifier, model_input.schema, "m", unsupported_kinds)
         try:
             con.execute(
-                """
+                f"""
                 CREATE TABLE diff AS
-                SELECT m.in_model, m.pk, m.reason, m.kind AS m_kind, m.label AS m_label, m.value AS m_value,
+                SELECT m.in_model, m.pk, CASE WHEN m.in_model THEN {reason} END AS reason,
+                    m.kind AS m_kind, m.label AS m_label, m.value AS m_value,
                     c.kind AS c_kind, c.label AS c_label, c.value AS c_value
-                FROM (
-                    SELECT TRUE AS in_model, pk, kind, label, value, reason,
-                        CASE WHEN reason IS NULL THEN value END AS key
-                    FROM model_rows
-                ) AS m
+                FROM (SELECT TRUE AS in_model, * FROM model_identities) AS m
                 FULL OUTER JOIN confirmed AS c ON m.kind = c.kind AND m.label = c.label AND m.key = c.value
                 WHERE m.in_model IS NULL OR c.value IS NULL
                 """

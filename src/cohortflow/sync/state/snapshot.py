@@ -18,9 +18,11 @@ import hashlib
 import os
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy.engine import make_url
 
@@ -51,6 +53,13 @@ class MembershipSnapshots:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
+    def writable(self) -> bool:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.directory, os.W_OK)
+
     def _path(self, sync_name: str) -> Path:
         return self.directory / f"{urllib.parse.quote(sync_name, safe='')}.parquet"
 
@@ -79,6 +88,24 @@ class MembershipSnapshots:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def write_batches(
+        self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, sync_name: str, token: str | None
+    ) -> Path | None:
+        """Stream ``batches`` into the snapshot for ``token``; return its path (None without a token)."""
+        if token is None:
+            return None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(sync_name)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with pq.ParquetWriter(tmp, schema.with_metadata({TOKEN_KEY: token})) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
 
     def forget(self, sync_name: str) -> None:
         self._path(sync_name).unlink(missing_ok=True)

@@ -12,14 +12,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
+import orjson
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, and_, delete, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cohortflow.clock import Clock, utcnow
 from cohortflow.sync.state.database import make_state_engine, migrate
-from cohortflow.sync.state.schema import sync_failures, sync_members, sync_states
+from cohortflow.sync.state.schema import TS, sync_failures, sync_members, sync_states
 from cohortflow.sync.state.snapshot import MembershipSnapshots, default_directory, new_token
 
 IDENTITY_SCHEMA = pa.schema([("kind", pa.string()), ("label", pa.string()), ("value", pa.string())])
@@ -102,14 +116,17 @@ class StateStore:
             ).scalar_one_or_none()
         return str(token) if token is not None else None
 
-    def load_confirmed(self, con: duckdb.DuckDBPyConnection, table: str, sync_name: str) -> str | None:
-        """Copy confirmed membership into the DuckDB table ``table`` (kind, label, value); return its token.
+    @contextmanager
+    def confirmed_batches(
+        self, sync_name: str, chunk: int = 100_000
+    ) -> Iterator[tuple[str | None, Iterator[pa.RecordBatch]]]:
+        """Confirmed membership as Arrow batches (kind, label, value), with the token naming it.
 
         Token and rows are read in one transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: repeatable read),
-        so the token names exactly the rows copied. Rows come through the driver's cursor in chunks that
-        become Arrow columns, without a SQLAlchemy row object per member.
+        so the token names exactly the rows read; consume the batches inside the ``with`` block. Rows come
+        through the driver's cursor in chunks that become Arrow columns, without a SQLAlchemy row object
+        per member.
         """
-        con.execute(f"CREATE OR REPLACE TABLE {table} (kind VARCHAR, label VARCHAR, value VARCHAR)")
         query = select(sync_members.c.kind, sync_members.c.label, sync_members.c.value).where(
             sync_members.c.sync_name == sync_name
         )
@@ -127,20 +144,20 @@ class StateStore:
             # PostgreSQL: a named (server-side) cursor, so the client holds one chunk at a time.
             postgres = conn.dialect.name == "postgresql"
             cursor = dbapi.cursor(name=f"cf_members_{new_token()}") if postgres else dbapi.cursor()
-            try:
-                cursor.execute(str(compiled), params)
-                while rows := cursor.fetchmany(50_000):
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                while rows := cursor.fetchmany(chunk):
                     kinds, labels, values = zip(*rows, strict=True)
-                    batch = pa.RecordBatch.from_arrays(
+                    yield pa.RecordBatch.from_arrays(
                         [pa.array(kinds, pa.string()), pa.array(labels, pa.string()), pa.array(values, pa.string())],
                         schema=IDENTITY_SCHEMA,
                     )
-                    con.register("confirmed_in", batch)
-                    con.execute(f"INSERT INTO {table} SELECT * FROM confirmed_in")
-                    con.unregister("confirmed_in")
+
+            try:
+                cursor.execute(str(compiled), params)
+                yield (str(token) if token is not None else None), batches()
             finally:
                 cursor.close()
-        return str(token) if token is not None else None
 
     def set_cohort_name(self, conn: Connection, sync_name: str, name: str) -> None:
         conn.execute(
@@ -210,17 +227,43 @@ class StateStore:
             stmt = stmt.on_conflict_do_nothing(index_elements=keys)
         conn.execute(stmt, rows)
 
-    def _delete(self, conn: Connection, table: Any, sync_name: str, ids: Sequence[Identity], extra: Any = None) -> None:
-        # Chunked so a statement never exceeds SQLite's bound-parameter limit.
-        for start in range(0, len(ids), 250):
-            chunk = ids[start : start + 250]
-            cond = and_(
-                table.c.sync_name == sync_name,
-                tuple_(table.c.kind, table.c.label, table.c.value).in_([tuple(i) for i in chunk]),
+    @staticmethod
+    def _identities(conn: Connection, ids: Sequence[Identity]) -> tuple[Select[Any], dict[str, Any]]:
+        """A SELECT of (kind, label, value) over ``ids`` passed as one or three parameters, not one per value.
+
+        A batch of 1,000 identities then costs one statement whose rows the database unpacks itself (SQLite:
+        a JSON array through ``json_each``; PostgreSQL: three arrays through ``unnest``), instead of 1,000
+        parameter sets that SQLAlchemy processes one by one in Python.
+        """
+        if conn.dialect.name == "postgresql":
+            rows = (
+                func.unnest(
+                    bindparam("cf_kinds", type_=postgresql.ARRAY(String)),
+                    bindparam("cf_labels", type_=postgresql.ARRAY(String)),
+                    bindparam("cf_values", type_=postgresql.ARRAY(String)),
+                )
+                .table_valued("kind", "label", "value")
+                .render_derived()
             )
-            if extra is not None:
-                cond = and_(cond, extra)
-            conn.execute(delete(table).where(cond))
+            kinds, labels, values = (list(c) for c in zip(*ids, strict=True)) if ids else ([], [], [])
+            return select(rows.c.kind, rows.c.label, rows.c.value), {
+                "cf_kinds": kinds,
+                "cf_labels": labels,
+                "cf_values": values,
+            }
+        each = func.json_each(bindparam("cf_ids", type_=String)).table_valued("value")
+        columns = [func.json_extract(each.c.value, f"$[{i}]") for i in range(3)]
+        # WHERE: SQLite needs one between INSERT ... SELECT and ON CONFLICT to parse the upsert.
+        return select(*columns).where(true()), {"cf_ids": orjson.dumps(list(ids)).decode()}
+
+    def _delete(self, conn: Connection, table: Any, sync_name: str, ids: Sequence[Identity], extra: Any = None) -> None:
+        if not ids:
+            return
+        identities, params = self._identities(conn, ids)
+        cond = and_(table.c.sync_name == sync_name, tuple_(table.c.kind, table.c.label, table.c.value).in_(identities))
+        if extra is not None:
+            cond = and_(cond, extra)
+        conn.execute(delete(table).where(cond), params)
 
     def confirm(
         self, conn: Connection, sync_name: str, op: str, ids: Sequence[Identity], *, clear_failures: bool = True
@@ -230,14 +273,15 @@ class StateStore:
         ``clear_failures=False`` skips forgetting earlier failures when the caller knows there are none.
         """
         now = self.clock()
-        if op == "add":
-            self._insert(
-                conn,
-                sync_members,
-                [{"sync_name": sync_name, "kind": k, "label": lb, "value": v, "confirmed_at": now} for k, lb, v in ids],
-                (),
+        if op == "add" and ids:
+            identities, params = self._identities(conn, ids)
+            rows = identities.add_columns(literal(sync_name, String), literal(now, TS))
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            stmt = dialect.insert(sync_members).from_select(
+                ["kind", "label", "value", "sync_name", "confirmed_at"], rows
             )
-        else:
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["sync_name", "kind", "label", "value"]), params)
+        elif op != "add":
             self._delete(conn, sync_members, sync_name, ids)
         if clear_failures:
             self._delete(conn, sync_failures, sync_name, ids, sync_failures.c.op == op)
