@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every process migrating the same database.
@@ -60,7 +61,9 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, write_wait
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             if not writer.acquire(timeout=write_wait_seconds):
-                raise sqlite3.OperationalError("database is locked")
+                # The same error SQLite's busy timeout gives, wrapped as SQLAlchemy wraps driver errors, so
+                # callers map both waits alike (423 for imports, 503 elsewhere).
+                raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
             conn.info["cf_writer_lock"] = True
             try:
                 # IMMEDIATE takes the write lock at BEGIN, so two writers never deadlock on lock upgrade.
