@@ -126,7 +126,9 @@ users = Table(
     Column("custom_attributes", Json, nullable=False, default=dict),
     # A stable pseudo-random bucket 0..9999 for holdouts ("random bucket" segment filter).
     Column("random_bucket", Integer, nullable=False, default=0),
-    UniqueConstraint("workspace_id", "external_id", name="uq_users_workspace_external_id"),
+    # Unique indexes that also carry the user id (INCLUDE, PostgreSQL): cohort import's matching then reads
+    # only the index, never the table. SQLite's indexes carry the rowid, which is the id, already.
+    Index("uq_users_workspace_external_id", "workspace_id", "external_id", unique=True, postgresql_include=["id"]),
 )
 
 user_aliases = Table(
@@ -137,7 +139,14 @@ user_aliases = Table(
     Column("alias_name", String(512), nullable=False),
     Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", TS, nullable=False),
-    UniqueConstraint("workspace_id", "alias_label", "alias_name", name="uq_user_aliases_label_name"),
+    Index(
+        "uq_user_aliases_label_name",
+        "workspace_id",
+        "alias_label",
+        "alias_name",
+        unique=True,
+        postgresql_include=["user_id"],
+    ),
     # One name per label per user.
     UniqueConstraint("user_id", "alias_label", name="uq_user_aliases_user_label"),
 )
@@ -150,7 +159,7 @@ user_devices = Table(
     Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("last_seen_at", TS, nullable=False),
-    UniqueConstraint("workspace_id", "device_id", name="uq_user_devices_workspace_device"),
+    Index("uq_user_devices_workspace_device", "workspace_id", "device_id", unique=True, postgresql_include=["user_id"]),
     Index("ix_user_devices_user_id", "user_id"),
 )
 
