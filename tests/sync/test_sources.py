@@ -85,3 +85,33 @@ def test_state_migrations_match_the_schema(state_url: str) -> None:
         StateStore.open(state_url).close()  # migrating again is a no-op
     finally:
         store.close()
+
+
+def test_duckdb_sql_model_reads_schema_qualified_tables(tmp_path: Path, fake: FakeBraze, sqlite_state: str) -> None:
+    """A DuckDB source's SQL resolves ``schema.table`` as it would in the warehouse (regression: ATTACH)."""
+    import duckdb
+
+    fake.users = {"a", "b"}
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("CREATE SCHEMA analytics")
+        con.execute(
+            "CREATE TABLE analytics.people AS SELECT * FROM (VALUES ('1', 'a'), ('2', 'b'), ('3', 'c')) t(pk, ext)"
+        )
+    path = write_workspace(
+        tmp_path,
+        endpoint=fake.url,
+        partner=fake.partner,
+        partner_api_key=fake.partner_api_key,
+        data_import_key=fake.client_secret,
+        identifier={"external_id": "ext"},
+        model={
+            "source": "warehouse",
+            "sql": "SELECT pk, ext FROM analytics.people WHERE pk < '3'",
+            "primary_key": "pk",
+        },
+    )
+    with load_workspace(path, state_url=sqlite_state) as ws:
+        result = run_sync(ws, "vip")
+    assert result.status == "succeeded", result.message
+    assert result.counts["rows"] == 2
+    assert fake.members["cohortflow-vip"] == {"a", "b"}

@@ -144,7 +144,18 @@ class Source:
         mode = " (READ_ONLY)" if self.config.read_only and path != ":memory:" else ""
         try:
             con.execute(f"ATTACH '{path.replace(chr(39), chr(39) * 2)}' AS {ATTACHED}{mode}")
-            con.execute(f"SET search_path = 'memory.main,{ATTACHED}.main'")
+            # Every schema of the source goes on the search path, or a schema-qualified name in the model's
+            # SQL (``analytics.customers``) would be looked up in ``memory`` only.
+            schemas = [
+                row[0]
+                for row in con.execute(
+                    "SELECT schema_name FROM information_schema.schemata WHERE catalog_name = ? ORDER BY 1",
+                    [ATTACHED],
+                ).fetchall()
+            ]
+            ordered = ["main", *(s for s in schemas if s != "main")]
+            search_path = ",".join(["memory.main", *(f"{ATTACHED}.{quote_identifier(s)}" for s in ordered)])
+            con.execute(f"SET search_path = '{search_path.replace(chr(39), chr(39) * 2)}'")
         except duckdb.Error as exc:
             raise SourceUnavailable(f"source {self.name!r} ({self.describe()}) is unavailable: {exc}") from exc
         return True
