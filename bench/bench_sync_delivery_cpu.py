@@ -116,7 +116,7 @@ def main() -> None:
                 "peak_rss_mb": round(child.peak_rss_mb),
                 "receiver_cpu_s": round(receiver_cpu, 1),
             },
-            "target_met": figures["cpu_per_wall_s"] < 0.5,
+            "target_met": figures["cpu_per_wall_s"] < 0.5 if not args.short else None,
         }
         print(json.dumps(report))
     finally:

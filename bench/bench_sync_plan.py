@@ -148,7 +148,8 @@ def main() -> None:
             "cold_plan_s": cold.figures["seconds"],
             "cold_plan_phases": cold.figures["phases"],
             "cold_plan_peak_rss_mb": round(cold.peak_rss_mb),
-            "target_met": plan_s <= 2 * join_s and plan_rss < 1.5 * GIB,
+            # The targets are for 10M rows; at CI sizes fixed costs (opening the state database) dominate.
+            "target_met": (plan_s <= 2 * join_s and plan_rss < 1.5 * GIB) if not args.short else None,
         }
         print(json.dumps(report))
     finally:

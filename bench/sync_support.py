@@ -148,21 +148,28 @@ def median(values: Sequence[float]) -> float:
 
 
 class _Accept(BaseHTTPRequestHandler):
-    """Answers every POST with 201 ``{"message": "success"}`` at once, on a kept-alive connection."""
+    """Answers every POST with 201 ``{"message": "success"}`` at once, on a kept-alive connection.
+
+    The answer leaves in one write with Nagle off: written in pieces, each would wait for the client's
+    delayed ACK (40 ms), and the receiver, not the sync, would set the pace.
+    """
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     body = b'{"message":"success"}'
+    answer = (
+        b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
 
     def log_message(self, *args: Any) -> None:
         pass
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
-        self.send_response(201)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
+        self.wfile.write(self.answer)
 
 
 def serve_receiver(port: int) -> None:

@@ -11,6 +11,12 @@ from tests.support import fresh_database
 from tests.sync.support import FakeBraze, Warehouse
 
 
+@pytest.fixture(autouse=True)
+def _snapshot_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL state keeps membership snapshots in the user's cache; keep each test's in its own folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def state_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A fresh sync state database of the test's backend (SQLite file or a throwaway PostgreSQL database)."""

@@ -38,7 +38,7 @@ def quote_column(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
-def _sql_string(value: str) -> str:
+def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -56,6 +56,12 @@ def _resolved(choice: IdentifierChoice) -> _Resolved:
         return _Resolved(ALIAS, choice.alias.label, choice.alias.name_column)
     assert choice.device_id is not None
     return _Resolved(DEVICE_ID, "", choice.device_id)
+
+
+def fixed_kind_and_label(config: IdentifierConfig) -> tuple[str, str] | None:
+    """The (kind, label) every identity of this sync has, when it has a single identifier choice."""
+    choices = [_resolved(c) for c in config.choices()]
+    return (choices[0].kind, choices[0].label) if len(choices) == 1 else None
 
 
 def identifier_columns(config: IdentifierConfig) -> list[str]:
@@ -106,7 +112,7 @@ def identity_sql(
         matchable = _is_textual(schema.field(r.column).type) and r.kind not in unsupported_kinds
         key = f"CASE WHEN {pk} IS NOT NULL THEN CAST({col} AS VARCHAR) END" if matchable else "NULL::VARCHAR"
         return (
-            f"SELECT {pk} AS pk, {_sql_string(r.kind)} AS kind, {_sql_string(r.label)} AS label, "
+            f"SELECT {pk} AS pk, {sql_string(r.kind)} AS kind, {sql_string(r.label)} AS label, "
             f"CAST({col} AS VARCHAR) AS value, {key} AS key FROM {table}"
         )
     # Each choice's presence is computed once per row (__cf_p0, ...) and then picked by the CASEs above it.
@@ -120,12 +126,12 @@ def identity_sql(
             blank_checks.append(f"({col} IS NOT NULL AND {_blank(text)})")
         else:
             presence.append(f"({col} IS NOT NULL) AS __cf_p{i}")
-        whens_kind.append(f"WHEN __cf_p{i} THEN {_sql_string(r.kind)}")
-        whens_label.append(f"WHEN __cf_p{i} THEN {_sql_string(r.label)}")
+        whens_kind.append(f"WHEN __cf_p{i} THEN {sql_string(r.kind)}")
+        whens_label.append(f"WHEN __cf_p{i} THEN {sql_string(r.label)}")
         whens_value.append(f"WHEN __cf_p{i} THEN {text}")
         whens_bad.append(f"WHEN __cf_p{i} THEN {'FALSE' if textual else 'TRUE'}")
     unsupported = (
-        f" AND kind NOT IN ({', '.join(_sql_string(k) for k in unsupported_kinds)})" if unsupported_kinds else ""
+        f" AND kind NOT IN ({', '.join(sql_string(k) for k in unsupported_kinds)})" if unsupported_kinds else ""
     )
     columns = ", ".join(quote_column(c) for c in dict.fromkeys(r.column for r in choices))
     return f"""
@@ -155,19 +161,19 @@ def reason_sql(config: IdentifierConfig, schema: pa.Schema, alias: str, unsuppor
     else:
         chosen, is_blank, bad_type = f"{alias}.chosen", f"{alias}.is_blank", f"{alias}.bad_type"
     unsupported = (
-        f"WHEN {alias}.kind IN ({', '.join(_sql_string(k) for k in unsupported_kinds)}) "
-        f"THEN {_sql_string(UNSUPPORTED_BY_DESTINATION)}"
+        f"WHEN {alias}.kind IN ({', '.join(sql_string(k) for k in unsupported_kinds)}) "
+        f"THEN {sql_string(UNSUPPORTED_BY_DESTINATION)}"
         if unsupported_kinds
         else ""
     )
     return f"""CASE
-        WHEN {alias}.pk IS NULL THEN {_sql_string(NULL_PRIMARY_KEY)}
-        WHEN NOT {chosen} AND {is_blank} THEN {_sql_string(EMPTY_IDENTIFIER)}
-        WHEN NOT {chosen} THEN {_sql_string(NULL_IDENTIFIER)}
-        WHEN {bad_type} THEN {_sql_string(NOT_A_STRING)}
+        WHEN {alias}.pk IS NULL THEN {sql_string(NULL_PRIMARY_KEY)}
+        WHEN NOT {chosen} AND {is_blank} THEN {sql_string(EMPTY_IDENTIFIER)}
+        WHEN NOT {chosen} THEN {sql_string(NULL_IDENTIFIER)}
+        WHEN {bad_type} THEN {sql_string(NOT_A_STRING)}
         {unsupported}
-        WHEN length({alias}.value) > {MAX_IDENTIFIER_LENGTH} THEN {_sql_string(TOO_LONG)}
-        WHEN regexp_matches({alias}.value, '[\\x00-\\x1f\\x7f]') THEN {_sql_string(CONTROL_CHARACTERS)}
+        WHEN length({alias}.value) > {MAX_IDENTIFIER_LENGTH} THEN {sql_string(TOO_LONG)}
+        WHEN regexp_matches({alias}.value, '[\\x00-\\x1f\\x7f]') THEN {sql_string(CONTROL_CHARACTERS)}
         ELSE NULL
     END"""
 

@@ -26,7 +26,7 @@ import structlog
 
 from cohortflow.sync.config import ModelConfig, SyncConfig
 from cohortflow.sync.errors import SourceUnavailable
-from cohortflow.sync.identifiers import describe, reason_sql
+from cohortflow.sync.identifiers import describe, fixed_kind_and_label, reason_sql, sql_string
 from cohortflow.sync.models import RejectedRows, materialize, rejected_rows
 from cohortflow.sync.sources import Source
 from cohortflow.sync.state import IDENTITY_SCHEMA, Identity, StateStore
@@ -80,12 +80,17 @@ class Plan:
             reader = cursor.sql(f"SELECT kind, label, value FROM {table} ORDER BY kind, label, value").to_arrow_reader(
                 size
             )
+            # DuckDB's batch size is a hint (its batches need not align with ``size``); the wire limit is not.
+            # Re-cut the stream into full batches, so no request goes out half empty.
+            pending: list[Identity] = []
             for whole in reader:
-                # DuckDB's batch size is a hint; the wire limit is not, so re-slice to be certain.
-                for start in range(0, whole.num_rows, size):
-                    batch = whole.slice(start, size)
-                    kinds, labels, values = (batch.column(i).to_pylist() for i in range(3))
-                    yield list(zip(kinds, labels, values, strict=True))
+                kinds, labels, values = (whole.column(i).to_pylist() for i in range(3))
+                pending.extend(zip(kinds, labels, values, strict=True))
+                while len(pending) >= size:
+                    yield pending[:size]
+                    del pending[:size]
+            if pending:
+                yield pending
         finally:
             cursor.close()
 
@@ -94,18 +99,25 @@ class Plan:
         rows = self._con.execute(f"SELECT kind, label, value FROM {table} ORDER BY kind, label, value LIMIT {int(n)}")
         return [describe((k, lb, v)) for k, lb, v in rows.fetchall()]
 
-    def save_confirmed(self, store: StateStore, sync_name: str) -> None:
-        """After every add and remove of this plan was acknowledged: snapshot the membership that results.
+    def save_confirmed(self, store: StateStore, sync_name: str, run_id: str) -> None:
+        """Snapshot the membership that delivering this plan left, once run ``run_id`` has finished.
 
-        Only valid then (and with the sync's lock held, so nobody else changed membership meanwhile): the
-        membership is the planned-against one minus the removes plus the adds.
+        Valid when every batch was attempted (and with the sync's lock held, so nobody else changed
+        membership meanwhile): the membership is the planned-against one minus the acknowledged removes
+        plus the acknowledged adds, where acknowledged means planned and not among the identifiers this
+        run recorded as failed or rejected. So runs that end partial because the destination rejected a
+        few identifiers, run after run, keep planning from a snapshot too.
         """
         if store.snapshots is None:
             return
+        _load_identities(self._con, "run_failed_add", store.failed(sync_name, ADD, run_id=run_id), replace=True)
+        _load_identities(self._con, "run_failed_remove", store.failed(sync_name, REMOVE, run_id=run_id), replace=True)
+        acked_adds = "SELECT kind, label, value FROM adds ANTI JOIN run_failed_add USING (kind, label, value)"
+        acked_removes = "SELECT kind, label, value FROM removes ANTI JOIN run_failed_remove USING (kind, label, value)"
         store.snapshots.write(
             self._con,
-            "SELECT kind, label, value FROM confirmed ANTI JOIN removes USING (kind, label, value) "
-            "ANTI JOIN adds USING (kind, label, value) UNION ALL SELECT kind, label, value FROM adds",
+            f"SELECT kind, label, value FROM confirmed ANTI JOIN ({acked_removes}) USING (kind, label, value) "
+            f"ANTI JOIN ({acked_adds}) USING (kind, label, value) UNION ALL {acked_adds}",
             sync_name,
             store.members_token(sync_name),
         )
@@ -121,9 +133,9 @@ class Plan:
         self.close()
 
 
-def _load_identities(con: duckdb.DuckDBPyConnection, table: str, reader: Any) -> None:
+def _load_identities(con: duckdb.DuckDBPyConnection, table: str, reader: Any, replace: bool = False) -> None:
     con.register("identities_in", IDENTITY_SCHEMA.empty_table())
-    con.execute(f"CREATE TABLE {table} AS SELECT * FROM identities_in")
+    con.execute(f"CREATE {'OR REPLACE ' if replace else ''}TABLE {table} AS SELECT * FROM identities_in")
     con.unregister("identities_in")
     for batch in reader:
         con.register("identities_in", batch)
@@ -190,16 +202,32 @@ def build_plan(
         # left unmatched, a few percent of the model in a steady state, which the diff keeps with their
         # reason. Rows that cannot be valid have a null key, so they never match.
         reason = reason_sql(sync.identifier, model_input.schema, "m", unsupported_kinds)
+        columns = (
+            f"m.in_model, m.pk, CASE WHEN m.in_model THEN {reason} END AS reason, "
+            "m.kind AS m_kind, m.label AS m_label, m.value AS m_value, "
+            "c.kind AS c_kind, c.label AS c_label, c.value AS c_value"
+        )
+        fixed = fixed_kind_and_label(sync.identifier)
+        if fixed is None:
+            join = "confirmed AS c ON m.kind = c.kind AND m.label = c.label AND m.key = c.value"
+            others = ""
+        else:
+            # One identifier kind: join on the value alone (as cheap as joining two columns of strings);
+            # confirmed identities of any other kind (an earlier identifier choice) have all departed.
+            same = f"kind = {sql_string(fixed[0])} AND label = {sql_string(fixed[1])}"
+            join = f"(SELECT * FROM confirmed WHERE {same}) AS c ON m.key = c.value"
+            others = (
+                "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, kind, label, value "
+                f"FROM confirmed WHERE NOT ({same})"
+            )
         try:
             con.execute(
                 f"""
                 CREATE TABLE diff AS
-                SELECT m.in_model, m.pk, CASE WHEN m.in_model THEN {reason} END AS reason,
-                    m.kind AS m_kind, m.label AS m_label, m.value AS m_value,
-                    c.kind AS c_kind, c.label AS c_label, c.value AS c_value
-                FROM (SELECT TRUE AS in_model, * FROM model_identities) AS m
-                FULL OUTER JOIN confirmed AS c ON m.kind = c.kind AND m.label = c.label AND m.key = c.value
+                SELECT {columns}
+                FROM (SELECT TRUE AS in_model, * FROM model_identities) AS m FULL OUTER JOIN {join}
                 WHERE m.in_model IS NULL OR c.value IS NULL
+                {others}
                 """
             )
         except duckdb.Error as exc:
