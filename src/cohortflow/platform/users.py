@@ -501,6 +501,14 @@ def _check_array_sizes(data: Any, names: tuple[str, ...], limit: int, message: s
             raise validation_error("too_many", message.format(array=name, count=len(value)))
 
 
+def _check_total_size(data: Any, names: tuple[str, ...], message: str, limit: int = MAX_IDS_PER_REQUEST) -> None:
+    """Refuse a request whose arrays ``names`` hold more than ``limit`` items together, before validating them."""
+    if isinstance(data, dict):
+        count = sum(len(v) for name in names if isinstance(v := data.get(name), list))
+        if count > limit:
+            raise validation_error("too_many", message.format(count=count))
+
+
 class TrackRequest(RequestBody):
     """``POST /users/track``: at most 75 objects in each array."""
 
@@ -827,10 +835,7 @@ class IdentifyRequest(RequestBody):
     @model_validator(mode="before")
     @classmethod
     def _limits(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("aliases_to_identify"), list):
-            count = len(data["aliases_to_identify"])
-            if count > MAX_IDS_PER_REQUEST:
-                raise validation_error("too_many", TOO_MANY_ALIASES.format(count=count))
+        _check_total_size(data, ("aliases_to_identify",), TOO_MANY_ALIASES)
         return data
 
 
@@ -918,10 +923,7 @@ class NewAliasesRequest(RequestBody):
     @model_validator(mode="before")
     @classmethod
     def _limits(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("user_aliases"), list):
-            count = len(data["user_aliases"])
-            if count > MAX_IDS_PER_REQUEST:
-                raise validation_error("too_many", TOO_MANY_ALIASES.format(count=count))
+        _check_total_size(data, ("user_aliases",), TOO_MANY_ALIASES)
         return data
 
 
@@ -974,12 +976,7 @@ class DeleteRequest(RequestBody):
     @model_validator(mode="before")
     @classmethod
     def _limits(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            count = sum(
-                len(v) for k in ("external_ids", "user_aliases", "braze_ids") if isinstance(v := data.get(k), list)
-            )
-            if count > MAX_IDS_PER_REQUEST:
-                raise validation_error("too_many", TOO_MANY_IDS.format(count=count))
+        _check_total_size(data, ("external_ids", "user_aliases", "braze_ids"), TOO_MANY_IDS)
         return data
 
     @model_validator(mode="after")
@@ -1047,10 +1044,7 @@ class ExportRequest(RequestBody):
     @model_validator(mode="before")
     @classmethod
     def _limits(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            count = sum(len(v) for k in ("external_ids", "user_aliases") if isinstance(v := data.get(k), list))
-            if count > MAX_IDS_PER_REQUEST:
-                raise validation_error("too_many", TOO_MANY_ALIASES.format(count=count))
+        _check_total_size(data, ("external_ids", "user_aliases"), TOO_MANY_ALIASES)
         return data
 
     @model_validator(mode="after")
