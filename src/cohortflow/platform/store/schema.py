@@ -9,36 +9,19 @@ Migrations in ``migrations/versions`` must be kept in step with this module; a t
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
     Column,
-    DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
-# Autoincrementing 64-bit keys: SQLite only autoincrements INTEGER PRIMARY KEY (its rowid).
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-# JSONB on PostgreSQL so segment filters on custom attributes can use its operators and indexes.
-Json = JSON().with_variant(JSONB(), "postgresql")
-TS = DateTime(timezone=True)
+from cohortflow.sqltypes import TS, BigId, Json, new_metadata
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = new_metadata()
 
 workspaces = Table(
     "workspaces",
