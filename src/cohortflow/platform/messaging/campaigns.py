@@ -61,6 +61,7 @@ from cohortflow.platform.messaging.templates import PROFILE_COLUMNS
 from cohortflow.platform.segments.compiler import compile_filter
 from cohortflow.platform.segments.filters import dump_filter, parse_filter
 from cohortflow.platform.segments.service import audience_query, get_segment, segment_clause, validate_filter
+from cohortflow.platform.store.lookup import row_in_workspace
 from cohortflow.platform.store.schema import (
     TS,
     BigId,
@@ -225,12 +226,7 @@ def _row_to_campaign(row: Any) -> Campaign:
 
 
 def get_campaign(conn: Connection, workspace_id: str, campaign_id: str) -> Campaign:
-    row = conn.execute(
-        select(campaigns).where(campaigns.c.workspace_id == workspace_id, campaigns.c.id == campaign_id)
-    ).first()
-    if row is None:
-        raise NotFound(f"campaign {campaign_id!r} does not exist in this workspace")
-    return _row_to_campaign(row)
+    return _row_to_campaign(row_in_workspace(conn, campaigns, workspace_id, campaign_id, "campaign"))
 
 
 def list_campaigns(conn: Connection, workspace_id: str) -> list[Campaign]:

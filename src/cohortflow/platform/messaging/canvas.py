@@ -40,6 +40,7 @@ from cohortflow.platform.messaging.templates import PROFILE_COLUMNS
 from cohortflow.platform.segments.compiler import compile_filter
 from cohortflow.platform.segments.filters import dump_filter, parse_filter
 from cohortflow.platform.segments.service import get_segment, segment_clause, validate_filter
+from cohortflow.platform.store.lookup import row_in_workspace
 from cohortflow.platform.store.schema import (
     TS,
     canvas_deliveries,
@@ -296,12 +297,7 @@ def _row_to_canvas(row: Any) -> Canvas:
 
 
 def get_canvas(conn: Connection, workspace_id: str, canvas_id: str) -> Canvas:
-    row = conn.execute(
-        select(canvases).where(canvases.c.workspace_id == workspace_id, canvases.c.id == canvas_id)
-    ).first()
-    if row is None:
-        raise NotFound(f"Canvas {canvas_id!r} does not exist in this workspace")
-    return _row_to_canvas(row)
+    return _row_to_canvas(row_in_workspace(conn, canvases, workspace_id, canvas_id, "Canvas"))
 
 
 def list_canvases(conn: Connection, workspace_id: str) -> list[Canvas]:

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, delete, func, in
 from sqlalchemy.exc import IntegrityError
 
 from cohortflow.clock import as_utc, utcnow
-from cohortflow.platform.errors import InvalidRequest, NotFound
+from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.segments.compiler import DEFAULT_EMAIL_SUBSCRIPTION, compile_filter
 from cohortflow.platform.segments.filters import (
     CUSTOM_OPERATORS,
@@ -25,6 +25,7 @@ from cohortflow.platform.segments.filters import (
     dump_filter,
     parse_filter,
 )
+from cohortflow.platform.store.lookup import row_in_workspace
 from cohortflow.platform.store.schema import cohorts, data_import_keys, partners, segments, users
 
 MAX_NAME_LENGTH = 200
@@ -145,12 +146,7 @@ def create_segment(conn: Connection, workspace_id: str, name: str, filter_data: 
 
 
 def get_segment(conn: Connection, workspace_id: str, segment_id: str) -> Segment:
-    row = conn.execute(
-        select(segments).where(segments.c.workspace_id == workspace_id, segments.c.id == segment_id)
-    ).first()
-    if row is None:
-        raise NotFound(f"segment {segment_id!r} does not exist in this workspace")
-    return _row_to_segment(row)
+    return _row_to_segment(row_in_workspace(conn, segments, workspace_id, segment_id, "segment"))
 
 
 def list_segments(conn: Connection, workspace_id: str) -> list[Segment]:
