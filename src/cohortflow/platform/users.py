@@ -46,6 +46,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, upda
 
 from cohortflow.clock import as_utc, utcnow
 from cohortflow.platform import identity
+from cohortflow.platform.cohorts import in_workspace_cohorts
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.identity import AliasKey
 from cohortflow.platform.store.schema import (
@@ -1198,7 +1199,7 @@ def _export_users(conn: Connection, workspace_id: str, user_ids: list[int], want
             select(cohort_members.c.user_id, partners.c.name.label("partner"), cohorts.c.cohort_id, cohorts.c.name)
             .join(cohorts, cohorts.c.id == cohort_members.c.cohort_pk)
             .join(partners, partners.c.id == cohorts.c.partner_id)
-            .where(cohort_members.c.user_id.in_(user_ids), cohorts.c.workspace_id == workspace_id)
+            .where(cohort_members.c.user_id.in_(user_ids), in_workspace_cohorts(conn, workspace_id))
             .order_by(partners.c.name, cohorts.c.cohort_id)
         ):
             memberships.setdefault(int(m.user_id), []).append(

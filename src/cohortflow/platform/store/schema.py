@@ -194,10 +194,11 @@ cohort_members = Table(
     # No foreign keys, on purpose: their per-row checks (a lookup and a row lock on users and cohorts for
     # every inserted member) tripled the cost of a 1,000-identifier import. Imports insert only users they
     # just matched, and identity.delete_users / merge_users delete memberships explicitly.
+    # No index on user_id alone either (see cohorts.in_workspace_cohorts): the primary key serves both the
+    # segments (members of a cohort) and one user's memberships (one probe per cohort of the workspace).
     Column("cohort_pk", BigId, primary_key=True),
     Column("user_id", BigId, primary_key=True),
     Column("added_at", TS, nullable=False),
-    Index("ix_cohort_members_user_id", "user_id"),
 )
 
 cohort_imports = Table(
