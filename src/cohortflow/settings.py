@@ -34,8 +34,11 @@ class PlatformSettings(BaseModel):
         default=250_000, ge=1, description="Partner cohort import requests per partner per hour."
     )
     rate_limit_storage_uri: str = Field(
-        default="memory://",
-        description="Storage for the rate limiter (limits library URI: memory://, redis://host:port).",
+        default="database",
+        description=(
+            "Where the rate limiter counts: 'database' (the platform database, one budget for every server "
+            "process), memory:// (per process) or another limits library URI such as redis://host:port."
+        ),
     )
     cohort_lock_wait_seconds: float = Field(
         default=10.0, gt=0, description="How long an import waits for another import into the same cohort."

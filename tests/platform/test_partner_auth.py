@@ -193,3 +193,25 @@ def test_rate_limit_counts_only_authenticated_partners(
             assert r.status_code == 401
         r = client.post(COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "c"))
         assert r.status_code == 201
+
+
+def test_rate_limit_is_one_budget_for_every_server_process(
+    limited_server: ServerProcess, database_url: str, runtime: PlatformRuntime
+) -> None:
+    """Two server processes on one database (``--workers 2``, or two machines) spend one budget per partner."""
+    tenant = make_tenant(runtime)
+    second = start_server(database_url, extra_env={"COHORTFLOW_PLATFORM__RATE_LIMIT_PER_HOUR": str(LIMIT)})
+    try:
+        with httpx.Client(timeout=30) as client:
+            servers = [limited_server.base_url, second.base_url]
+            remaining = []
+            for n in range(LIMIT):
+                r = client.post(servers[n % 2] + COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "c"))
+                assert r.status_code == 201
+                remaining.append(int(r.headers["X-RateLimit-Remaining"]))
+            assert remaining == [4, 3, 2, 1, 0]
+            for base_url in servers:
+                r = client.post(base_url + COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "c"))
+                assert (r.status_code, r.json()) == (429, {"message": Messages.RATE_LIMITED})
+    finally:
+        second.stop()

@@ -4,17 +4,17 @@ A cohort is keyed by (workspace, partner, the partner's ``cohort_id``). Its size
 ``cohort_members``, never stored, so it cannot drift.
 
 Imports into one cohort are serialized. On PostgreSQL the cohort row is locked (``SELECT ... FOR UPDATE``,
-created first with ``INSERT ... ON CONFLICT DO NOTHING`` on first use) under a ``lock_timeout``; on SQLite the
-whole database has one writer (``BEGIN IMMEDIATE``) under a bounded busy wait. Either way a wait longer than
-``cohort_lock_wait_seconds`` becomes :class:`ResourceLocked` (423, retryable) and the request changes nothing.
+created first with ``INSERT ... ON CONFLICT DO NOTHING`` on first use); on SQLite the whole database has one
+writer (``BEGIN IMMEDIATE``). Callers run imports in :func:`~cohortflow.platform.store.locking.bounded_transaction`,
+so a wait longer than ``cohort_lock_wait_seconds`` becomes :class:`ResourceLocked` (423, retryable) and the
+request changes nothing.
 Within the lock a request's changes are applied set-wise, in request order, in one transaction together with
 its audit row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -25,7 +25,6 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
-    Engine,
     any_,
     cast,
     delete,
@@ -36,20 +35,15 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import UserDefinedType
 
 from cohortflow.clock import as_utc, utcnow
 from cohortflow.platform import audit
-from cohortflow.platform.errors import NotFound, ResourceLocked
+from cohortflow.platform.errors import NotFound
 from cohortflow.platform.matching import batch_source, batch_value, in_batch, resolve_changes
 from cohortflow.platform.store.schema import TS, cohort_members, cohorts, partners
-from cohortflow.wire.cohort_import import CohortChange, Messages
-
-# PostgreSQL SQLSTATEs of a lock wait that gave up: lock_not_available (lock_timeout) and deadlock_detected.
-_PG_LOCK_STATES = frozenset({"55P03", "40P01"})
+from cohortflow.platform.store.upsert import upsert_insert
+from cohortflow.wire.cohort_import import CohortChange
 
 
 @dataclass(frozen=True)
@@ -75,47 +69,6 @@ class ImportOutcome:
     unchanged: int = 0
 
 
-def _is_lock_wait_exceeded(exc: DBAPIError) -> bool:
-    orig = exc.orig
-    if getattr(orig, "sqlstate", None) in _PG_LOCK_STATES:
-        return True
-    text = str(orig).lower()
-    return "database is locked" in text or "database table is locked" in text
-
-
-@contextmanager
-def _lock_errors_as_resource_locked() -> Iterator[None]:
-    try:
-        yield
-    except DBAPIError as exc:
-        if _is_lock_wait_exceeded(exc):
-            # The client already waited the bounded wait; the error's default delay then spaces its retries.
-            raise ResourceLocked(Messages.RESOURCE_LOCKED) from exc
-        raise
-
-
-@contextmanager
-def serialized_transaction(engine: Engine, lock_wait_seconds: float) -> Iterator[Connection]:
-    """A transaction whose lock waits are bounded by ``lock_wait_seconds``, ending in :class:`ResourceLocked`."""
-    wait_ms = max(1, round(lock_wait_seconds * 1000))
-    if engine.dialect.name == "sqlite":
-        with engine.connect() as conn:
-            # The writer lock is taken by BEGIN IMMEDIATE, so the busy timeout must be set before the
-            # transaction begins; it is restored because the connection goes back to the pool.
-            raw: Any = conn.connection.driver_connection
-            previous = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
-            raw.execute(f"PRAGMA busy_timeout = {wait_ms}")
-            try:
-                with _lock_errors_as_resource_locked(), conn.begin():
-                    yield conn
-            finally:
-                raw.execute(f"PRAGMA busy_timeout = {previous}")
-        return
-    with _lock_errors_as_resource_locked(), engine.begin() as conn:
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{wait_ms}ms'")
-        yield conn
-
-
 def in_workspace_cohorts(conn: Connection, workspace_id: str) -> ColumnElement[bool]:
     """``cohort_members`` rows of the workspace's cohorts, shaped to drive the primary key.
 
@@ -131,9 +84,6 @@ def in_workspace_cohorts(conn: Connection, workspace_id: str) -> ColumnElement[b
         return cohort_members.c.cohort_pk == any_(cast(aggregated.scalar_subquery(), ARRAY(BigInteger)))
     return cohort_members.c.cohort_pk.in_(pks)
 
-
-def _insert(conn: Connection) -> Any:
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
 def _lock_cohort(
@@ -153,7 +103,7 @@ def _lock_cohort(
     if pk is not None:
         return int(pk), False
     created = conn.execute(
-        _insert(conn)(cohorts)
+        upsert_insert(conn, cohorts)
         .values(
             workspace_id=workspace_id,
             partner_id=partner_id,
@@ -212,7 +162,7 @@ def _add_members(conn: Connection, cohort_pk: int, user_ids: Sequence[int], now:
         # SQLite needs a WHERE to tell an upsert's ON CONFLICT from a join's ON.
         rows = rows.where(true())
     inserted = conn.execute(
-        _insert(conn)(cohort_members)
+        upsert_insert(conn, cohort_members)
         .from_select(["cohort_pk", "user_id", "added_at"], rows)
         .on_conflict_do_nothing()
         .returning(cohort_members.c.user_id)
@@ -273,7 +223,7 @@ def import_changes(
     """``/cohorts/users``: apply ``changes`` in order to the cohort (created on first use) and audit it.
 
     Unknown identifiers are skipped and counted, never creating a user. Adding a member or removing a non-member
-    counts as ``unchanged``. Call inside :func:`serialized_transaction`.
+    counts as ``unchanged``. Call inside :func:`~cohortflow.platform.store.locking.bounded_transaction`.
     """
     now = now or utcnow()
     # Matching reads only users, so it runs before the cohort lock to keep the lock short.

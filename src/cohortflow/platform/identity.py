@@ -26,7 +26,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Connection, and_, delete, exists, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert
 
@@ -41,6 +40,7 @@ from cohortflow.platform.store.schema import (
     user_purchases,
     users,
 )
+from cohortflow.platform.store.upsert import upsert_insert
 
 BRAZE_ID_HEX_CHARS = 24
 RANDOM_BUCKETS = 10_000
@@ -93,10 +93,6 @@ class MergeResult:
 def new_braze_id() -> str:
     return secrets.token_hex(BRAZE_ID_HEX_CHARS // 2)
 
-
-def _insert(conn: Connection) -> Any:
-    """The dialect's INSERT (both SQLite and PostgreSQL support ``ON CONFLICT DO NOTHING``)."""
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def _for_update(conn: Connection, query: Any) -> Any:
@@ -185,7 +181,7 @@ def get_or_create_by_external_id(
     """The user with ``external_id``, created if missing; the flag says whether it was created."""
     now = now or utcnow()
     stmt: Insert = (
-        _insert(conn)(users)
+        upsert_insert(conn, users)
         .values(**_new_user_values(workspace_id, external_id, now))
         .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
         .returning(users.c.id)
@@ -212,7 +208,7 @@ def create_users_by_external_id(
     now = now or utcnow()
     rows = [_new_user_values(workspace_id, ext, now) for ext in sorted(set(external_ids))]
     stmt = (
-        _insert(conn)(users)
+        upsert_insert(conn, users)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
         .returning(users.c.id, users.c.external_id)
@@ -256,7 +252,7 @@ def add_alias(
             "(a user holds one alias name per label)"
         )
     inserted = conn.execute(
-        _insert(conn)(user_aliases)
+        upsert_insert(conn, user_aliases)
         .values(
             workspace_id=workspace_id,
             alias_label=alias.alias_label,
@@ -286,7 +282,7 @@ def create_alias_only_user(
     now = now or utcnow()
     user_id = create_user(conn, workspace_id, now=now)
     inserted = conn.execute(
-        _insert(conn)(user_aliases)
+        upsert_insert(conn, user_aliases)
         .values(
             workspace_id=workspace_id,
             alias_label=alias.alias_label,
@@ -332,7 +328,7 @@ def get_or_create_device_user(
         return owner, False
     user_id = create_user(conn, workspace_id, now=now)
     inserted = conn.execute(
-        _insert(conn)(user_devices)
+        upsert_insert(conn, user_devices)
         .values(workspace_id=workspace_id, device_id=device_id, user_id=user_id, created_at=now, last_seen_at=now)
         .on_conflict_do_nothing()
     ).rowcount
@@ -466,7 +462,7 @@ def merge_users(
         )
     )
     added = conn.execute(
-        _insert(conn)(cohort_members)
+        upsert_insert(conn, cohort_members)
         .from_select(["cohort_pk", "user_id", "added_at"], memberships)
         .on_conflict_do_nothing()
     ).rowcount

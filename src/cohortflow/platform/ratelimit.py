@@ -1,8 +1,12 @@
 """The per-partner request budget of the partner cohort import API (Braze: 250,000 requests an hour).
 
 Counting is the ``limits`` library's: a sliding-window counter (O(1) per hit and without the double burst a
-fixed window allows at its edges) where the storage supports it, a fixed window otherwise. With ``memory://``
-the budget is per process; point ``rate_limit_storage_uri`` at Redis to share it between API workers.
+fixed window allows at its edges) where the storage supports it, a fixed window otherwise.
+
+Where the counters live is ``rate_limit_storage_uri``: ``database`` (the default) keeps them in the platform
+database (:class:`DatabaseStorage`, a fixed window), so one budget holds across every server process and
+machine on that database; ``memory://`` counts per process (exact only with one worker); any other ``limits``
+URI (``redis://host:port``) uses that store.
 """
 
 from __future__ import annotations
@@ -11,19 +15,91 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from limits import RateLimitItemPerHour
 from limits.storage import SlidingWindowCounterSupport, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter, RateLimiter, SlidingWindowCounterRateLimiter
+from sqlalchemy import Engine, case, delete, select
+from sqlalchemy.exc import SQLAlchemyError
 
-from cohortflow.platform.errors import RateLimited
+from cohortflow.platform.errors import RateLimited, ResourceLocked
+from cohortflow.platform.store.locking import bounded_transaction
+from cohortflow.platform.store.schema import rate_limit_counters
+from cohortflow.platform.store.upsert import upsert_insert
 from cohortflow.settings import PlatformSettings
 from cohortflow.wire.cohort_import import Messages
 
 log = structlog.get_logger(__name__)
 
 _NAMESPACE = "cohortflow-partner"
+DATABASE_STORAGE = "database"
+
+
+class DatabaseStorage(Storage):
+    """A ``limits`` storage in the platform database: one ``rate_limit_counters`` row per key.
+
+    Every operation is its own short transaction, outside any request's transaction, so a hit counts even
+    when the request then fails, and the counter row is locked only for that one statement. A window that
+    has ended restarts at the next hit (the upsert below), so rows never need sweeping. A lock wait past
+    ``lock_wait_seconds`` is :class:`ResourceLocked`, as for the request it belongs to.
+    """
+
+    STORAGE_SCHEME = None
+
+    def __init__(self, engine: Engine, lock_wait_seconds: float) -> None:
+        super().__init__(wrap_exceptions=False)
+        self.engine = engine
+        self.lock_wait_seconds = lock_wait_seconds
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return SQLAlchemyError
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        c = rate_limit_counters.c
+        # Bounded like the request's own transaction: on SQLite this write waits for the one writer lock.
+        with bounded_transaction(self.engine, self.lock_wait_seconds) as conn:
+            insert = upsert_insert(conn, rate_limit_counters).values(key=key, count=amount, expires_at=now + expiry)
+            ended = c.expires_at <= now
+            statement = insert.on_conflict_do_update(
+                index_elements=[c.key],
+                set_={
+                    "count": case((ended, insert.excluded.count), else_=c.count + insert.excluded.count),
+                    "expires_at": case((ended, insert.excluded.expires_at), else_=c.expires_at),
+                },
+            ).returning(c.count)
+            return int(conn.execute(statement).scalar_one())
+
+    def _live(self, key: str, column: Any) -> Any:
+        c = rate_limit_counters.c
+        with bounded_transaction(self.engine, self.lock_wait_seconds) as conn:
+            return conn.execute(select(column).where(c.key == key, c.expires_at > time.time())).scalar()
+
+    def get(self, key: str) -> int:
+        return int(self._live(key, rate_limit_counters.c.count) or 0)
+
+    def get_expiry(self, key: str) -> float:
+        expires_at = self._live(key, rate_limit_counters.c.expires_at)
+        return float(expires_at) if expires_at is not None else time.time()
+
+    def check(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def reset(self) -> int | None:
+        with bounded_transaction(self.engine, self.lock_wait_seconds) as conn:
+            return int(conn.execute(delete(rate_limit_counters)).rowcount)
+
+    def clear(self, key: str) -> None:
+        with bounded_transaction(self.engine, self.lock_wait_seconds) as conn:
+            conn.execute(delete(rate_limit_counters).where(rate_limit_counters.c.key == key))
 
 
 @dataclass(frozen=True)
@@ -37,9 +113,13 @@ class RateLimitStatus:
 
 
 class PartnerRateLimiter:
-    def __init__(self, per_hour: int, storage_uri: str) -> None:
+    def __init__(self, per_hour: int, storage_uri: str, engine: Engine, lock_wait_seconds: float = 10.0) -> None:
         self.item = RateLimitItemPerHour(per_hour, namespace=_NAMESPACE)
-        storage = storage_from_string(storage_uri)
+        storage = (
+            DatabaseStorage(engine, lock_wait_seconds)
+            if storage_uri == DATABASE_STORAGE
+            else storage_from_string(storage_uri)
+        )
         if not isinstance(storage, Storage):
             raise ValueError(f"rate_limit_storage_uri {storage_uri!r} names an asyncio storage; use a sync one")
         self.storage = storage
@@ -54,6 +134,8 @@ class PartnerRateLimiter:
         try:
             allowed = self.strategy.hit(self.item, partner_name)
             stats = self.strategy.get_window_stats(self.item, partner_name)
+        except ResourceLocked:
+            raise  # the database is busy: the request would wait for it all the same
         except Exception as exc:  # a rate limiter outage must not take the import API down with it
             log.warning("rate limiter unavailable; request allowed", error=type(exc).__name__)
             return RateLimitStatus(self.item.amount, self.item.amount, int(time.time()) + 1)
@@ -69,15 +151,20 @@ class PartnerRateLimiter:
         return RateLimitStatus(self.item.amount, stats.remaining, reset_at)
 
 
-_limiters: dict[tuple[int, str], PartnerRateLimiter] = {}
+_limiters: dict[tuple[int, str, int], PartnerRateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
-def limiter_for(settings: PlatformSettings) -> PartnerRateLimiter:
-    """The process's limiter for these settings (one shared counter store per limit and storage)."""
-    key = (settings.rate_limit_per_hour, settings.rate_limit_storage_uri)
+def limiter_for(settings: PlatformSettings, engine: Engine) -> PartnerRateLimiter:
+    """The process's limiter for these settings and database (one counter store per limit and storage)."""
+    key = (settings.rate_limit_per_hour, settings.rate_limit_storage_uri, id(engine))
     with _limiters_lock:
         limiter = _limiters.get(key)
         if limiter is None:
-            limiter = _limiters[key] = PartnerRateLimiter(*key)
+            limiter = _limiters[key] = PartnerRateLimiter(
+                settings.rate_limit_per_hour,
+                settings.rate_limit_storage_uri,
+                engine,
+                settings.cohort_lock_wait_seconds,
+            )
         return limiter

@@ -220,6 +220,16 @@ cohort_imports = Table(
     Index("ix_cohort_imports_at", "at"),
 )
 
+# The partner rate limit's counters (cohortflow.platform.ratelimit.DatabaseStorage), shared by every server
+# process on this database: one row per limit key, its count and when its window ends (epoch seconds).
+rate_limit_counters = Table(
+    "rate_limit_counters",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("count", BigId, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 # --- segments
 
 # A segment is a saved filter tree; membership is never stored, it is evaluated whenever asked.

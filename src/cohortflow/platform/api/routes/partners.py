@@ -24,17 +24,17 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
-from sqlalchemy import Connection
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from cohortflow.platform import audit, cohorts
 from cohortflow.platform.api.body import json_object
 from cohortflow.platform.api.deps import Runtime
-from cohortflow.platform.import_keys import ImportKeyGrant, authenticate_client_secret
+from cohortflow.platform.import_keys import authenticate_client_secret
 from cohortflow.platform.partners import Partner, authenticate_partner
 from cohortflow.platform.ratelimit import RateLimitStatus, limiter_for
 from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.platform.store.locking import bounded_transaction
 from cohortflow.wire.cohort_import import (
     CohortListRequest,
     CohortListResponse,
@@ -95,18 +95,20 @@ def _rate_headers(status: RateLimitStatus) -> dict[str, str]:
     }
 
 
-def _authenticate(
-    conn: Connection, runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]
-) -> tuple[Partner, ImportKeyGrant, RateLimitStatus]:
-    partner = authenticate_partner(conn, path_partner, body.get("partner_api_key"))
-    budget = limiter_for(runtime.settings).hit(partner.name)
-    grant = authenticate_client_secret(conn, partner, body.get("client_secret"))
-    return partner, grant, budget
+def _spend_budget(runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]) -> tuple[Partner, RateLimitStatus]:
+    """Steps 2 and 3, before the request's own transaction: the budget's counter commits on its own.
+
+    Bounded like the request's transaction, since on SQLite every transaction waits for the one writer lock.
+    """
+    with bounded_transaction(runtime.engine, runtime.settings.cohort_lock_wait_seconds) as conn:
+        partner = authenticate_partner(conn, path_partner, body.get("partner_api_key"))
+    return partner, limiter_for(runtime.settings, runtime.engine).hit(partner.name)
 
 
 def _name_cohort(runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]) -> RateLimitStatus:
-    with cohorts.serialized_transaction(runtime.engine, runtime.settings.cohort_lock_wait_seconds) as conn:
-        partner, grant, budget = _authenticate(conn, runtime, path_partner, body)
+    partner, budget = _spend_budget(runtime, path_partner, body)
+    with bounded_transaction(runtime.engine, runtime.settings.cohort_lock_wait_seconds) as conn:
+        grant = authenticate_client_secret(conn, partner, body.get("client_secret"))
         request = parse_cohort_name_request(body)
         cohorts.name_cohort(conn, grant.workspace_id, partner.id, request.cohort_id, request.name, request.created_at)
     return budget
@@ -115,8 +117,9 @@ def _name_cohort(runtime: PlatformRuntime, path_partner: str, body: dict[str, An
 def _import(
     runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]
 ) -> tuple[cohorts.ImportOutcome, RateLimitStatus]:
-    with cohorts.serialized_transaction(runtime.engine, runtime.settings.cohort_lock_wait_seconds) as conn:
-        partner, grant, budget = _authenticate(conn, runtime, path_partner, body)
+    partner, budget = _spend_budget(runtime, path_partner, body)
+    with bounded_transaction(runtime.engine, runtime.settings.cohort_lock_wait_seconds) as conn:
+        grant = authenticate_client_secret(conn, partner, body.get("client_secret"))
         request = parse_cohort_users_request(body)
         outcome = cohorts.import_changes(
             conn,
@@ -130,8 +133,9 @@ def _import(
 
 
 def _list(runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]) -> tuple[dict[str, Any], RateLimitStatus]:
+    partner, budget = _spend_budget(runtime, path_partner, body)
     with runtime.transaction() as conn:
-        partner, grant, budget = _authenticate(conn, runtime, path_partner, body)
+        grant = authenticate_client_secret(conn, partner, body.get("client_secret"))
         found = cohorts.list_cohorts(conn, grant.workspace_id, partner.name)
     listing = CohortListResponse.model_validate(
         {

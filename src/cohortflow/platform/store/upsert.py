@@ -1,0 +1,14 @@
+"""The dialect's INSERT, for ``ON CONFLICT`` clauses (both SQLite and PostgreSQL have them; Core's generic
+``insert`` does not)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+def upsert_insert(conn: Connection, table: Any) -> Any:
+    """``INSERT INTO table`` in the connection's dialect, with ``on_conflict_do_nothing`` / ``..._do_update``."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
