@@ -21,10 +21,11 @@ import structlog
 from limits import RateLimitItemPerHour
 from limits.storage import SlidingWindowCounterSupport, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter, RateLimiter, SlidingWindowCounterRateLimiter
-from sqlalchemy import Engine, case, delete, select
+from limits.util import WindowStats
+from sqlalchemy import Connection, Engine, case, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from cohortflow.platform.errors import RateLimited, ResourceLocked
+from cohortflow.platform.errors import RateLimited
 from cohortflow.platform.store.locking import bounded_transaction
 from cohortflow.platform.store.schema import rate_limit_counters
 from cohortflow.platform.store.upsert import upsert_insert
@@ -40,10 +41,10 @@ DATABASE_STORAGE = "database"
 class DatabaseStorage(Storage):
     """A ``limits`` storage in the platform database: one ``rate_limit_counters`` row per key.
 
-    Every operation is its own short transaction, outside any request's transaction, so a hit counts even
-    when the request then fails, and the counter row is locked only for that one statement. A window that
-    has ended restarts at the next hit (the upsert below), so rows never need sweeping. A lock wait past
-    ``lock_wait_seconds`` is :class:`ResourceLocked`, as for the request it belongs to.
+    A hit is one upsert committed before the request's own transaction (so it counts even when the request
+    then fails, and the counter row stays locked only for a moment). A window that has ended restarts at the
+    next hit, so rows never need sweeping. A lock wait past ``lock_wait_seconds`` is :class:`ResourceLocked`,
+    as for the request it belongs to.
     """
 
     STORAGE_SCHEME = None
@@ -57,21 +58,32 @@ class DatabaseStorage(Storage):
     def base_exceptions(self) -> type[Exception]:
         return SQLAlchemyError
 
-    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+    def hit_window(self, key: str, expiry: int, amount: int = 1, conn: Connection | None = None) -> tuple[int, float]:
+        """Add ``amount`` to ``key``'s window and return its count and end (epoch seconds) after the hit.
+
+        One statement: the fixed window's whole hit, and everything ``X-RateLimit-*`` needs. With ``conn`` it
+        runs in that transaction (the caller commits it, before its request's own work).
+        """
+        if conn is None:
+            # Bounded like the request's own transaction: on SQLite this write waits for the one writer lock.
+            with bounded_transaction(self.engine, self.lock_wait_seconds) as own:
+                return self.hit_window(key, expiry, amount, own)
         now = time.time()
         c = rate_limit_counters.c
-        # Bounded like the request's own transaction: on SQLite this write waits for the one writer lock.
-        with bounded_transaction(self.engine, self.lock_wait_seconds) as conn:
-            insert = upsert_insert(conn, rate_limit_counters).values(key=key, count=amount, expires_at=now + expiry)
-            ended = c.expires_at <= now
-            statement = insert.on_conflict_do_update(
-                index_elements=[c.key],
-                set_={
-                    "count": case((ended, insert.excluded.count), else_=c.count + insert.excluded.count),
-                    "expires_at": case((ended, insert.excluded.expires_at), else_=c.expires_at),
-                },
-            ).returning(c.count)
-            return int(conn.execute(statement).scalar_one())
+        insert = upsert_insert(conn, rate_limit_counters).values(key=key, count=amount, expires_at=now + expiry)
+        ended = c.expires_at <= now
+        statement = insert.on_conflict_do_update(
+            index_elements=[c.key],
+            set_={
+                "count": case((ended, insert.excluded.count), else_=c.count + insert.excluded.count),
+                "expires_at": case((ended, insert.excluded.expires_at), else_=c.expires_at),
+            },
+        ).returning(c.count, c.expires_at)
+        count, expires_at = conn.execute(statement).one()
+        return int(count), float(expires_at)
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self.hit_window(key, expiry, amount)[0]
 
     def _live(self, key: str, column: Any) -> Any:
         c = rate_limit_counters.c
@@ -129,16 +141,24 @@ class PartnerRateLimiter:
             else FixedWindowRateLimiter(self.storage)
         )
 
-    def hit(self, partner_name: str) -> RateLimitStatus:
-        """Spend one request of ``partner_name``'s budget, or raise :class:`RateLimited`."""
-        try:
-            allowed = self.strategy.hit(self.item, partner_name)
-            stats = self.strategy.get_window_stats(self.item, partner_name)
-        except ResourceLocked:
-            raise  # the database is busy: the request would wait for it all the same
-        except Exception as exc:  # a rate limiter outage must not take the import API down with it
-            log.warning("rate limiter unavailable; request allowed", error=type(exc).__name__)
-            return RateLimitStatus(self.item.amount, self.item.amount, int(time.time()) + 1)
+    def hit(self, partner_name: str, conn: Connection | None = None) -> RateLimitStatus:
+        """Spend one request of ``partner_name``'s budget, or raise :class:`RateLimited`.
+
+        With the database storage the hit runs in ``conn`` when given (see :meth:`DatabaseStorage.hit_window`),
+        and its errors are the database's, as for the request itself.
+        """
+        if isinstance(self.storage, DatabaseStorage):
+            count, expires_at = self.storage.hit_window(
+                self.item.key_for(partner_name), self.item.get_expiry(), 1, conn
+            )
+            allowed, stats = count <= self.item.amount, WindowStats(expires_at, max(0, self.item.amount - count))
+        else:
+            try:
+                allowed = self.strategy.hit(self.item, partner_name)
+                stats = self.strategy.get_window_stats(self.item, partner_name)
+            except Exception as exc:  # an outage of an external store must not take the import API down
+                log.warning("rate limiter unavailable; request allowed", error=type(exc).__name__)
+                return RateLimitStatus(self.item.amount, self.item.amount, int(time.time()) + 1)
         reset_at = math.ceil(stats.reset_time)
         if not allowed:
             raise RateLimited(

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from cohortflow.platform import audit, cohorts
 from cohortflow.platform.api.body import json_object
 from cohortflow.platform.api.deps import Runtime
+from cohortflow.platform.errors import RateLimited
 from cohortflow.platform.import_keys import authenticate_client_secret
 from cohortflow.platform.partners import Partner, authenticate_partner
 from cohortflow.platform.ratelimit import RateLimitStatus, limiter_for
@@ -96,13 +97,17 @@ def _rate_headers(status: RateLimitStatus) -> dict[str, str]:
 
 
 def _spend_budget(runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]) -> tuple[Partner, RateLimitStatus]:
-    """Steps 2 and 3, before the request's own transaction: the budget's counter commits on its own.
-
-    Bounded like the request's transaction, since on SQLite every transaction waits for the one writer lock.
+    """Steps 2 and 3 in one transaction of their own, committed before the request's: the hit counts even if
+    the request then fails. Bounded like the request's transaction (on SQLite every transaction waits for the
+    one writer lock).
     """
     with bounded_transaction(runtime.engine, runtime.settings.cohort_lock_wait_seconds) as conn:
         partner = authenticate_partner(conn, path_partner, body.get("partner_api_key"))
-    return partner, limiter_for(runtime.settings, runtime.engine).hit(partner.name)
+        try:
+            return partner, limiter_for(runtime.settings, runtime.engine).hit(partner.name, conn)
+        except RateLimited:
+            conn.commit()  # the refused request counts too, as Braze counts it
+            raise
 
 
 def _name_cohort(runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]) -> RateLimitStatus:
