@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.platform.store.locking import lock_workspace_memberships
 from cohortflow.platform.store.schema import cohorts
 from cohortflow.wire.cohort_import import Messages
 from tests.platform.test_cohort_import import (
@@ -212,6 +213,81 @@ def test_lock_held_past_the_bounded_wait_is_423_and_changes_nothing(
         r = client.post(COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "held", {"user_ids": ["l2"]}))
         assert r.status_code == 201
         assert members(runtime, tenant, "held") == {ids["l1"], ids["l2"]}
+
+
+# ----------------------------------------------------------------- imports against merges and deletions
+
+def _hold_membership_lock(runtime: PlatformRuntime, workspace_id: str, *, exclusive: bool) -> Any:
+    """A transaction holding the workspace's membership lock, as a merge (exclusive) or an import would."""
+    holder = runtime.engine.connect()
+    holder.begin()
+    lock_workspace_memberships(holder, workspace_id, exclusive=exclusive)
+    return holder
+
+
+def test_an_import_waits_for_a_merge_in_flight(
+    impatient_server: ServerProcess, runtime: PlatformRuntime, backend: str
+) -> None:
+    """A merge or deletion in progress holds the workspace's imports back (no membership for a removed user)."""
+    if backend != "postgres":
+        pytest.skip("on SQLite every transaction holds the one writer lock: covered by the bounded-wait test")
+    tenant = make_tenant(runtime)
+    ids = add_users(runtime, tenant.workspace_id, ["m1"])
+    other = make_tenant(runtime)
+    add_users(runtime, other.workspace_id, ["m1"])
+    with httpx.Client(base_url=impatient_server.base_url, timeout=30) as client:
+        holder = _hold_membership_lock(runtime, tenant.workspace_id, exclusive=True)
+        try:
+            r = client.post(COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "c", {"user_ids": ["m1"]}))
+            assert (r.status_code, r.json()) == (423, {"message": Messages.RESOURCE_LOCKED})
+            # Another workspace's imports do not wait.
+            r = client.post(COHORTS_USERS.format(other.partner), json=users_body(other, "c", {"user_ids": ["m1"]}))
+            assert r.status_code == 201
+        finally:
+            holder.rollback()
+            holder.close()
+        r = client.post(COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "c", {"user_ids": ["m1"]}))
+        assert r.status_code == 201
+        assert members(runtime, tenant, "c") == {ids["m1"]}
+
+
+def test_a_merge_waits_for_the_imports_in_flight(
+    server: ServerProcess, runtime: PlatformRuntime, backend: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("on SQLite every transaction holds the one writer lock")
+    tenant = make_tenant(runtime)
+    add_users(runtime, tenant.workspace_id, ["t1"])
+    alias = {"alias_name": "a-1", "alias_label": "crm"}
+    auth = {"Authorization": f"Bearer {tenant.rest_api_key}"}
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        r = client.post(
+            "/users/track",
+            json={"attributes": [{"user_alias": alias, "_update_existing_only": False, "first_name": "A"}]},
+            headers=auth,
+        )
+        assert r.status_code == 201
+        holder = _hold_membership_lock(runtime, tenant.workspace_id, exclusive=False)
+        done: list[httpx.Response] = []
+        identify = threading.Thread(
+            target=lambda: done.append(
+                client.post(
+                    "/users/identify",
+                    json={"aliases_to_identify": [{"external_id": "t1", "user_alias": alias}]},
+                    headers=auth,
+                )
+            )
+        )
+        try:
+            identify.start()
+            identify.join(timeout=1.0)
+            assert not done, "the merge went ahead while an import held the workspace's memberships"
+        finally:
+            holder.rollback()
+            holder.close()
+        identify.join(timeout=20)
+        assert done and done[0].status_code == 201
+        assert done[0].json()["merged"] == 1
 
 
 # ------------------------------------------------------------------------------------ killed server process

@@ -41,6 +41,7 @@ from cohortflow.clock import as_utc, utcnow
 from cohortflow.platform import audit
 from cohortflow.platform.errors import NotFound
 from cohortflow.platform.matching import batch_source, batch_value, in_batch, resolve_changes
+from cohortflow.platform.store.locking import lock_workspace_memberships
 from cohortflow.platform.store.schema import TS, cohort_members, cohorts, partners
 from cohortflow.platform.store.upsert import upsert_insert
 from cohortflow.wire.cohort_import import CohortChange
@@ -226,6 +227,8 @@ def import_changes(
     counts as ``unchanged``. Call inside :func:`~cohortflow.platform.store.locking.bounded_transaction`.
     """
     now = now or utcnow()
+    # No user this import matches can be removed before it commits (merges and deletions wait for it).
+    lock_workspace_memberships(conn, workspace_id, exclusive=False)
     # Matching reads only users, so it runs before the cohort lock to keep the lock short.
     resolved = resolve_changes(conn, workspace_id, changes)
     pk, _created = _lock_cohort(

@@ -32,6 +32,7 @@ from sqlalchemy.sql.dml import Insert
 from cohortflow.clock import as_utc, utcnow
 from cohortflow.platform.cohorts import in_workspace_cohorts
 from cohortflow.platform.errors import InvalidRequest
+from cohortflow.platform.store.locking import lock_workspace_memberships
 from cohortflow.platform.store.schema import (
     cohort_members,
     user_aliases,
@@ -392,6 +393,8 @@ def merge_users(
     if source_user_id == target_user_id:
         raise InvalidRequest("cannot merge a user into itself")
     now = now or utcnow()
+    # Before the user rows: imports in flight may have matched the source (see lock_workspace_memberships).
+    lock_workspace_memberships(conn, workspace_id, exclusive=True)
     # Lock in id order so two merges touching the same pair cannot deadlock.
     locked = {}
     for uid in sorted((source_user_id, target_user_id)):
@@ -487,6 +490,7 @@ def delete_users(conn: Connection, workspace_id: str, user_ids: list[int]) -> in
     """Remove users; their aliases, devices, events and purchases go with them (cascade), then memberships."""
     if not user_ids:
         return 0
+    lock_workspace_memberships(conn, workspace_id, exclusive=True)
     # Scoped to this workspace's users: the membership table has no workspace column nor foreign key.
     owned = [
         int(uid)

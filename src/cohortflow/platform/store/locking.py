@@ -60,3 +60,26 @@ def bounded_transaction(engine: Engine, lock_wait_seconds: float) -> Iterator[Co
     with _lock_errors_as_resource_locked(), engine.begin() as conn:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{wait_ms}ms'")
         yield conn
+
+
+# The first key of PostgreSQL's two-key advisory locks: this lock's namespace (an arbitrary constant).
+_MEMBERSHIP_LOCK_SPACE = 0x636F68
+
+
+def lock_workspace_memberships(conn: Connection, workspace_id: str, *, exclusive: bool) -> None:
+    """Order cohort imports against the removal of users in one workspace, until the transaction ends.
+
+    An import matches users, then writes memberships for them; a merge or deletion removes a user and its
+    memberships. Without an order between the two, a user removed after an import matched it and before the
+    import committed would keep a membership row (memberships have no foreign key). Imports take this lock
+    shared, so they never wait for each other; merges and deletions take it exclusive, so they wait for the
+    imports in flight in their workspace and the next imports wait for them. Only PostgreSQL needs it: on
+    SQLite every transaction already holds the database's one writer lock.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    conn.exec_driver_sql(
+        f"SELECT {function}(%(space)s, hashtext(%(workspace)s))",
+        {"space": _MEMBERSHIP_LOCK_SPACE, "workspace": workspace_id},
+    )
