@@ -12,7 +12,6 @@ URI (``redis://host:port``) uses that store.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -125,7 +124,7 @@ class RateLimitStatus:
 
 
 class PartnerRateLimiter:
-    def __init__(self, per_hour: int, storage_uri: str, engine: Engine, lock_wait_seconds: float = 10.0) -> None:
+    def __init__(self, per_hour: int, storage_uri: str, engine: Engine, lock_wait_seconds: float) -> None:
         self.item = RateLimitItemPerHour(per_hour, namespace=_NAMESPACE)
         storage = (
             DatabaseStorage(engine, lock_wait_seconds)
@@ -170,21 +169,8 @@ class PartnerRateLimiter:
             )
         return RateLimitStatus(self.item.amount, stats.remaining, reset_at)
 
-
-_limiters: dict[tuple[int, str, int], PartnerRateLimiter] = {}
-_limiters_lock = threading.Lock()
-
-
-def limiter_for(settings: PlatformSettings, engine: Engine) -> PartnerRateLimiter:
-    """The process's limiter for these settings and database (one counter store per limit and storage)."""
-    key = (settings.rate_limit_per_hour, settings.rate_limit_storage_uri, id(engine))
-    with _limiters_lock:
-        limiter = _limiters.get(key)
-        if limiter is None:
-            limiter = _limiters[key] = PartnerRateLimiter(
-                settings.rate_limit_per_hour,
-                settings.rate_limit_storage_uri,
-                engine,
-                settings.cohort_lock_wait_seconds,
-            )
-        return limiter
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings, engine: Engine) -> PartnerRateLimiter:
+        return cls(
+            settings.rate_limit_per_hour, settings.rate_limit_storage_uri, engine, settings.cohort_lock_wait_seconds
+        )

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sqlalchemy import Connection, Engine
 
 from cohortflow.clock import Clock, utcnow
+from cohortflow.platform.ratelimit import PartnerRateLimiter
 from cohortflow.platform.store.engine import make_engine, migrate
 from cohortflow.settings import PlatformSettings
 
@@ -33,6 +35,11 @@ class PlatformRuntime:
         if run_migrations:
             migrate(engine)
         return cls(settings=settings, engine=engine)
+
+    @cached_property
+    def rate_limiter(self) -> PartnerRateLimiter:
+        """The partner rate limiter (its counters live where ``rate_limit_storage_uri`` says)."""
+        return PartnerRateLimiter.from_settings(self.settings, self.engine)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

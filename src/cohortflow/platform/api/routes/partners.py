@@ -33,7 +33,7 @@ from cohortflow.platform.api.deps import Runtime
 from cohortflow.platform.errors import RateLimited
 from cohortflow.platform.import_keys import authenticate_client_secret
 from cohortflow.platform.partners import Partner, authenticate_partner
-from cohortflow.platform.ratelimit import RateLimitStatus, limiter_for
+from cohortflow.platform.ratelimit import RateLimitStatus
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.store.locking import bounded_transaction
 from cohortflow.wire.cohort_import import (
@@ -104,7 +104,7 @@ def _spend_budget(runtime: PlatformRuntime, path_partner: str, body: dict[str, A
     with bounded_transaction(runtime.engine, runtime.settings.cohort_lock_wait_seconds) as conn:
         partner = authenticate_partner(conn, path_partner, body.get("partner_api_key"))
         try:
-            return partner, limiter_for(runtime.settings, runtime.engine).hit(partner.name, conn)
+            return partner, runtime.rate_limiter.hit(partner.name, conn)
         except RateLimited:
             conn.commit()  # the refused request counts too, as Braze counts it
             raise
