@@ -32,10 +32,11 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, select
 
-from bench.harness import DEFAULT_POSTGRES_URL, free_port, machine, throwaway_database
+from bench.harness import DEFAULT_POSTGRES_URL, machine, throwaway_database
 from cohortflow.platform.import_keys import create_import_key
 from cohortflow.platform.messaging.campaigns import create_campaign, request_send, run_send
 from cohortflow.platform.partners import create_partner
+from cohortflow.platform.process import free_port
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.segments.service import create_segment
 from cohortflow.platform.store.schema import cohort_members, cohorts, partners, users

@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import cpu_seconds, free_port, machine
+from bench.harness import cpu_seconds, machine
 from bench.sync_support import SYNC, log, receiver_process, run_child, write_warehouse, write_workspace
+from cohortflow.platform.process import free_port
 
 RATE_PER_HOUR = 250_000
 BATCH = 1_000

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -22,6 +20,8 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from cohortflow.platform.process import start_server
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 STUCK_AFTER_S = 15.0
@@ -84,12 +84,6 @@ def postgres_settings(url: str) -> dict[str, str]:
         engine.dispose()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
     base_url: str
@@ -115,41 +109,11 @@ class Server:
 
 @contextmanager
 def platform_server(database_url: str, workers: int, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """``cohortflow platform serve`` as a separate process, as an operator runs it."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "COHORTFLOW_PLATFORM_DATABASE_URL": database_url,
-        "COHORTFLOW_PLATFORM__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "COHORTFLOW_LOG_LEVEL": "WARNING",
-        **(extra_env or {}),
-    }
-    cmd = [sys.executable, "-m", "cohortflow", "platform", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen([*cmd, "--workers", str(workers)], env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"platform server exited with {process.returncode}")
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("platform server did not start within 120 s")
-            time.sleep(0.2)
+    """``cohortflow platform serve --workers N`` as a separate process, as an operator runs it."""
+    with start_server(database_url, extra_env, startup_seconds=120, workers=workers) as server:
         # Every worker must be up before measuring, or the first seconds measure start-up.
         time.sleep(1.0 if workers > 1 else 0.0)
-        yield Server(base_url, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        yield Server(server.base_url, server.process)
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:

@@ -59,8 +59,12 @@ def start_server(
     port: int | None = None,
     *,
     startup_seconds: float = 60.0,
+    workers: int | None = None,
 ) -> ServerProcess:
-    """Start ``uvicorn cohortflow.platform.api.server:app`` on ``database_url`` and wait until it answers."""
+    """Start ``uvicorn cohortflow.platform.api.server:app`` on ``database_url`` and wait until it answers.
+
+    With ``workers``, start ``cohortflow platform serve --workers N`` instead, as an operator runs it.
+    """
     port = port or free_port()
     env = {
         **os.environ,
@@ -69,13 +73,18 @@ def start_server(
         "COHORTFLOW_LOG_LEVEL": os.environ.get("COHORTFLOW_LOG_LEVEL", "WARNING"),
         **(extra_env or {}),
     }
-    process = subprocess.Popen(
+    command = (
         [
             sys.executable, "-m", "uvicorn", "cohortflow.platform.api.server:app",
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
-        ],
-        env=env,
+        ]
+        if workers is None
+        else [
+            sys.executable, "-m", "cohortflow", "platform", "serve",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        ]
     )  # fmt: skip
+    process = subprocess.Popen(command, env=env)
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + startup_seconds
     while time.monotonic() < deadline:
