@@ -79,11 +79,11 @@ def in_workspace_cohorts(conn: Connection, workspace_id: str) -> ColumnElement[b
     condition. On PostgreSQL the cohorts travel as one array, so the plan is an index scan whatever the
     statistics say; SQLite walks an ``IN`` list on the key's first column the same way.
     """
-    pks = select(cohorts.c.id).where(cohorts.c.workspace_id == workspace_id)
+    in_workspace = cohorts.c.workspace_id == workspace_id
     if conn.dialect.name == "postgresql":
-        aggregated = select(func.array_agg(cohorts.c.id)).where(cohorts.c.workspace_id == workspace_id)
-        return cohort_members.c.cohort_pk == any_(cast(aggregated.scalar_subquery(), ARRAY(BigInteger)))
-    return cohort_members.c.cohort_pk.in_(pks)
+        aggregated = select(func.array_agg(cohorts.c.id)).where(in_workspace).scalar_subquery()
+        return cohort_members.c.cohort_pk == any_(cast(aggregated, ARRAY(BigInteger)))
+    return cohort_members.c.cohort_pk.in_(select(cohorts.c.id).where(in_workspace))
 
 
 

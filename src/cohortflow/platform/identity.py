@@ -503,6 +503,4 @@ def delete_users(conn: Connection, workspace_id: str, user_ids: list[int]) -> in
     conn.execute(
         delete(cohort_members).where(cohort_members.c.user_id.in_(owned), in_workspace_cohorts(conn, workspace_id))
     )
-    return int(
-        conn.execute(delete(users).where(users.c.workspace_id == workspace_id, users.c.id.in_(user_ids))).rowcount
-    )
+    return int(conn.execute(delete(users).where(users.c.id.in_(owned))).rowcount)
