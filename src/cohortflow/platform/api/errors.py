@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,6 +31,13 @@ from cohortflow.platform.errors import (
 from cohortflow.wire.cohort_import import WireValidationError
 
 log = structlog.get_logger(__name__)
+
+
+class MessageResponse(BaseModel):
+    """Every error body (and some success bodies): ``{"message": ...}``."""
+
+    message: str
+
 
 STATUS_BY_ERROR: dict[type[PlatformError], int] = {
     InvalidRequest: 400,

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from cohortflow.platform import audit, cohorts
 from cohortflow.platform.api.body import json_object
 from cohortflow.platform.api.deps import Runtime
+from cohortflow.platform.api.errors import MessageResponse
 from cohortflow.platform.errors import RateLimited
 from cohortflow.platform.import_keys import authenticate_client_secret
 from cohortflow.platform.partners import Partner, authenticate_partner
@@ -50,10 +51,6 @@ from cohortflow.wire.cohort_import import (
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/partners/{partner}", tags=["partner cohort import"])
-
-
-class MessageResponse(BaseModel):
-    message: str
 
 
 def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:

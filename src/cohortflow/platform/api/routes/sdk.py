@@ -8,17 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from cohortflow.platform import sdk
 from cohortflow.platform.api.deps import Runtime
+from cohortflow.platform.api.errors import MessageResponse
 from cohortflow.platform.workspaces import authenticate_app_key
 
 router = APIRouter(prefix="/sdk", tags=["sdk"])
-
-
-class MessageResponse(BaseModel):
-    message: str
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -11,16 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from cohortflow.platform import users
 from cohortflow.platform.api.deps import RestWorkspace, Runtime
+from cohortflow.platform.api.errors import MessageResponse
 
 router = APIRouter(prefix="/users", tags=["users"])
-
-
-class MessageResponse(BaseModel):
-    message: str
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
