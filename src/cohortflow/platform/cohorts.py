@@ -44,7 +44,7 @@ from cohortflow.platform.matching import batch_source, batch_value, in_batch, re
 from cohortflow.platform.store.locking import lock_workspace_memberships
 from cohortflow.platform.store.schema import TS, cohort_members, cohorts, partners
 from cohortflow.platform.store.upsert import upsert_insert
-from cohortflow.wire.cohort_import import CohortChange
+from cohortflow.wire.cohort_import import CohortChange, ImportCounts
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,6 @@ class CohortInfo:
     size: int
     created_at: datetime
     last_import_at: datetime | None
-
-
-@dataclass(frozen=True)
-class ImportOutcome:
-    """What one ``/cohorts/users`` request did; ``added + removed + unchanged == matched``."""
-
-    received: int = 0
-    matched: int = 0
-    unmatched: int = 0
-    added: int = 0
-    removed: int = 0
-    unchanged: int = 0
 
 
 def in_workspace_cohorts(conn: Connection, workspace_id: str) -> ColumnElement[bool]:
@@ -220,7 +208,7 @@ def import_changes(
     *,
     unmatched_sample_size: int,
     now: datetime | None = None,
-) -> ImportOutcome:
+) -> ImportCounts:
     """``/cohorts/users``: apply ``changes`` in order to the cohort (created on first use) and audit it.
 
     Unknown identifiers are skipped and counted, never creating a user. Adding a member or removing a non-member
@@ -251,7 +239,15 @@ def import_changes(
         unchanged += len(named) - changed
     received = sum(r.received for r in resolved)
     matched = sum(len(r.user_ids) for r in resolved)
-    outcome = ImportOutcome(received, matched, received - matched, added, removed, unchanged)
+    # added + removed + unchanged == matched
+    outcome = ImportCounts(
+        received=received,
+        matched=matched,
+        unmatched=received - matched,
+        added=added,
+        removed=removed,
+        unchanged=unchanged,
+    )
     conn.execute(update(cohorts).where(cohorts.c.id == pk).values(last_import_at=now, updated_at=now))
     sample = [identifier for r in resolved for identifier in r.unmatched][:unmatched_sample_size]
     audit.record_import(
@@ -260,13 +256,8 @@ def import_changes(
         partner_id=partner_id,
         cohort_pk=pk,
         at=now,
-        received=outcome.received,
-        matched=outcome.matched,
-        unmatched=outcome.unmatched,
-        added=outcome.added,
-        removed=outcome.removed,
-        unchanged=outcome.unchanged,
         unmatched_sample=sample,
+        **outcome.model_dump(),
     )
     return outcome
 

@@ -42,6 +42,7 @@ from cohortflow.wire.cohort_import import (
     CohortListResponse,
     CohortNameRequest,
     CohortUsersRequest,
+    ImportCounts,
     ImportResponse,
     Messages,
     parse_cohort_name_request,
@@ -118,7 +119,7 @@ def _name_cohort(runtime: PlatformRuntime, path_partner: str, body: dict[str, An
 
 def _import(
     runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]
-) -> tuple[cohorts.ImportOutcome, RateLimitStatus]:
+) -> tuple[ImportCounts, RateLimitStatus]:
     partner, budget = _spend_budget(runtime, path_partner, body)
     with bounded_transaction(runtime.engine, runtime.settings.cohort_lock_wait_seconds) as conn:
         grant = authenticate_client_secret(conn, partner, body.get("client_secret"))
@@ -197,15 +198,7 @@ async def import_cohort_users(partner: str, request: Request, runtime: Runtime) 
     outcome, budget = await run_in_threadpool(_import, runtime, partner, body)
     background = BackgroundTask(_prune_audit, runtime) if audit.prune_due(str(runtime.engine.url)) else None
     return _json(
-        {
-            "message": Messages.SUCCESS,
-            "received": outcome.received,
-            "matched": outcome.matched,
-            "unmatched": outcome.unmatched,
-            "added": outcome.added,
-            "removed": outcome.removed,
-            "unchanged": outcome.unchanged,
-        },
+        ImportResponse(**outcome.model_dump()).model_dump(),
         201,
         _rate_headers(budget),
         background,
