@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
+from cohortflow.clock import utcnow
 from cohortflow.platform.import_keys import create_import_key
 from cohortflow.platform.partners import create_partner
 from cohortflow.platform.process import ServerProcess, free_port, start_server
 from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.platform.store.schema import cohort_members, cohorts, partners
 from cohortflow.platform.workspaces import create_workspace
 from cohortflow.settings import PlatformSettings
 
@@ -95,3 +97,29 @@ def make_tenant(runtime: PlatformRuntime, partner: str | None = None) -> Tenant:
 
 def open_runtime(database_url: str) -> PlatformRuntime:
     return PlatformRuntime.open(PlatformSettings(database_url=database_url))
+
+
+def add_cohort_rows(
+    runtime: PlatformRuntime, tenant: Tenant, cohort_id: str, name: str, user_ids: Iterable[int]
+) -> int:
+    """A cohort of ``tenant``'s partner and its members, written directly (for tests whose subject is not the
+    import path); returns the cohort's pk."""
+    now = utcnow()
+    with runtime.transaction() as conn:
+        partner_id = conn.execute(select(partners.c.id).where(partners.c.name == tenant.partner)).scalar_one()
+        pk = conn.execute(
+            insert(cohorts)
+            .values(
+                workspace_id=tenant.workspace_id,
+                partner_id=partner_id,
+                cohort_id=cohort_id,
+                name=name,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(cohorts.c.id)
+        ).scalar_one()
+        rows = [{"cohort_pk": pk, "user_id": uid, "added_at": now} for uid in user_ids]
+        if rows:
+            conn.execute(insert(cohort_members), rows)
+    return int(pk)

@@ -13,15 +13,13 @@ from sqlalchemy import func, insert, select
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.store.schema import (
     cohort_members,
-    cohorts,
-    partners,
     user_aliases,
     user_devices,
     user_events,
     user_purchases,
     users,
 )
-from tests.support import ServerProcess, Tenant
+from tests.support import ServerProcess, Tenant, add_cohort_rows
 
 
 def rest(client: httpx.Client, tenant: Tenant, path: str, body: Any) -> httpx.Response:
@@ -46,24 +44,7 @@ def user_id(runtime: PlatformRuntime, tenant: Tenant, *, external_id: str | None
 
 
 def new_cohort(runtime: PlatformRuntime, tenant: Tenant, name: str, members: list[int]) -> int:
-    now = datetime.now(UTC)
-    with runtime.transaction() as conn:
-        partner_id = conn.execute(select(partners.c.id).where(partners.c.name == tenant.partner)).scalar_one()
-        pk = conn.execute(
-            insert(cohorts)
-            .values(
-                workspace_id=tenant.workspace_id,
-                partner_id=partner_id,
-                cohort_id=f"{name}-{uuid.uuid4().hex[:6]}",
-                name=name,
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(cohorts.c.id)
-        ).scalar_one()
-        for uid in members:
-            conn.execute(insert(cohort_members).values(cohort_pk=pk, user_id=uid, added_at=now))
-    return int(pk)
+    return add_cohort_rows(runtime, tenant, f"{name}-{uuid.uuid4().hex[:6]}", name, members)
 
 
 def members_of(runtime: PlatformRuntime, cohort_pk: int) -> list[int]:

@@ -12,20 +12,18 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from cohortflow.clock import as_utc
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.store.schema import (
     cohort_members,
-    cohorts,
-    partners,
     user_aliases,
     user_events,
     user_purchases,
     users,
 )
-from tests.support import Tenant, make_tenant
+from tests.support import Tenant, add_cohort_rows, make_tenant
 
 
 def auth(tenant: Tenant) -> dict[str, str]:
@@ -55,24 +53,7 @@ def user_count(runtime: PlatformRuntime, tenant: Tenant) -> int:
 
 def add_cohort(runtime: PlatformRuntime, tenant: Tenant, cohort_id: str, name: str, user_ids: list[int]) -> int:
     """A cohort with members, written directly (the cohort import API is tested elsewhere)."""
-    now = datetime.now(UTC)
-    with runtime.transaction() as conn:
-        partner_id = conn.execute(select(partners.c.id).where(partners.c.name == tenant.partner)).scalar_one()
-        pk = conn.execute(
-            insert(cohorts)
-            .values(
-                workspace_id=tenant.workspace_id,
-                partner_id=partner_id,
-                cohort_id=cohort_id,
-                name=name,
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(cohorts.c.id)
-        ).scalar_one()
-        for uid in user_ids:
-            conn.execute(insert(cohort_members).values(cohort_pk=pk, user_id=uid, added_at=now))
-    return int(pk)
+    return add_cohort_rows(runtime, tenant, cohort_id, name, user_ids)
 
 
 def user_id_of(runtime: PlatformRuntime, tenant: Tenant, external_id: str) -> int:

@@ -7,12 +7,12 @@ import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 
 from cohortflow.clock import utcnow
 from cohortflow.platform.runtime import PlatformRuntime
-from cohortflow.platform.store.schema import cohort_members, cohorts, partners, users
-from tests.support import Tenant
+from cohortflow.platform.store.schema import users
+from tests.support import Tenant, add_cohort_rows
 
 
 def add_users(runtime: PlatformRuntime, workspace_id: str, specs: list[dict[str, Any]]) -> list[int]:
@@ -34,23 +34,7 @@ def add_users(runtime: PlatformRuntime, workspace_id: str, specs: list[dict[str,
 
 
 def add_cohort(runtime: PlatformRuntime, tenant: Tenant, cohort_id: str, user_ids: list[int]) -> None:
-    now = utcnow()
-    with runtime.transaction() as conn:
-        partner_id = conn.execute(select(partners.c.id).where(partners.c.name == tenant.partner)).scalar_one()
-        pk = conn.execute(
-            insert(cohorts)
-            .values(
-                workspace_id=tenant.workspace_id,
-                partner_id=partner_id,
-                cohort_id=cohort_id,
-                name=f"Cohort {cohort_id}",
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(cohorts.c.id)
-        ).scalar_one()
-        if user_ids:
-            conn.execute(insert(cohort_members), [{"cohort_pk": pk, "user_id": u, "added_at": now} for u in user_ids])
+    add_cohort_rows(runtime, tenant, cohort_id, f"Cohort {cohort_id}", user_ids)
 
 
 def auth(tenant: Tenant) -> dict[str, str]:

@@ -8,16 +8,15 @@ the platform serves it (:func:`import_cohort`), which is what the segment tests 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 
 from cohortflow.clock import utcnow
 from cohortflow.platform.runtime import PlatformRuntime
-from cohortflow.platform.store.schema import cohort_members, cohorts, partners, user_events, user_purchases, users
+from cohortflow.platform.store.schema import user_events, user_purchases, users
 from tests.support import Tenant
 
 
@@ -41,28 +40,6 @@ def add_users(runtime: PlatformRuntime, workspace_id: str, specs: dict[str, dict
     return ids
 
 
-def add_cohort_rows(
-    runtime: PlatformRuntime, tenant: Tenant, cohort_id: str, name: str, user_ids: Iterable[int]
-) -> None:
-    """A cohort and its members written directly (for setups where the import path is not the subject)."""
-    now = utcnow()
-    with runtime.transaction() as conn:
-        partner_pk = conn.execute(select(partners.c.id).where(partners.c.name == tenant.partner)).scalar_one()
-        pk = conn.execute(
-            insert(cohorts)
-            .values(
-                workspace_id=tenant.workspace_id,
-                partner_id=partner_pk,
-                cohort_id=cohort_id,
-                name=name,
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(cohorts.c.id)
-        ).scalar_one()
-        rows = [{"cohort_pk": pk, "user_id": uid, "added_at": now} for uid in user_ids]
-        if rows:
-            conn.execute(insert(cohort_members), rows)
 
 
 def import_cohort(client: httpx.Client, tenant: Tenant, cohort_id: str, name: str, external_ids: list[str]) -> None:

@@ -15,8 +15,8 @@ from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.segments.compiler import compile_filter
 from cohortflow.platform.segments.filters import parse_filter
 from cohortflow.platform.segments.service import audience_query
-from tests.platform.segments.seed import add_cohort_rows, add_events, add_users
-from tests.support import Tenant, make_tenant
+from tests.platform.segments.seed import add_events, add_users
+from tests.support import Tenant, add_cohort_rows, make_tenant
 
 FIXED_NOW = datetime(2030, 6, 15, 12, 0, tzinfo=UTC)
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner, Result
 from cohortflow.cli import cli
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.settings import get_settings
-from tests.platform.segments.seed import add_cohort_rows, add_users
-from tests.support import Tenant
+from tests.platform.segments.seed import add_users
+from tests.support import Tenant, add_cohort_rows
 
 
 def run(url: str, *args: str, stdin: str | None = None) -> Result:
