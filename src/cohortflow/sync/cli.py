@@ -18,12 +18,16 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
 from cohortflow.errors import CohortflowError
+from cohortflow.settings import get_settings
 from cohortflow.sync.destinations import BrazeCohortsClient, open_client
 from cohortflow.sync.engine import RunResult, run_sync
+from cohortflow.sync.identifiers import describe
 from cohortflow.sync.runs import PARTIAL, SUCCEEDED, RunRecord, get_run, list_runs
 from cohortflow.sync.sources import model_query
+from cohortflow.sync.state.store import state_unavailable_message
 from cohortflow.sync.workspace import Workspace, load_workspace
 
 EXIT_FAILED = 1
@@ -35,11 +39,15 @@ def _dump(payload: Any) -> None:
 
 
 @contextmanager
-def _errors_to_exit() -> Iterator[None]:
+def _errors_to_exit(ctx: click.Context | None = None) -> Iterator[None]:
     try:
         yield
     except CohortflowError as exc:
         click.echo(f"error: {exc.message}", err=True)
+        sys.exit(EXIT_FAILED)
+    except DBAPIError as exc:  # the state database went away after it was opened
+        url = str(ctx.ensure_object(dict).get("state_url") or get_settings().sync.state_url) if ctx else "?"
+        click.echo(f"error: {state_unavailable_message(url, exc)}", err=True)
         sys.exit(EXIT_FAILED)
 
 
@@ -74,7 +82,7 @@ def sync_group(ctx: click.Context, file: Path | None, state_url: str | None) -> 
 @click.pass_context
 def validate(ctx: click.Context) -> None:
     """Check the workspace file: schema, unknown keys, references, environment variables."""
-    with _errors_to_exit():
+    with _errors_to_exit(ctx):
         ws = _workspace(ctx)
         c = ws.config
         click.echo(
@@ -109,6 +117,17 @@ def _print_result(result: RunResult) -> None:
             f"  planned: +{c.get('adds', 0)} -{c.get('removes', 0)} "
             f"(retries +{c.get('retried_adds', 0)} -{c.get('retried_removes', 0)})"
         )
+        if c.get("uncertain"):
+            click.echo(
+                f"  uncertain before this run: {c['uncertain']} identifier(s) whose earlier answer was lost; "
+                "each was sent its desired state"
+            )
+        if c.get("reconcile"):
+            r = c["reconcile"]
+            click.echo(
+                f"  reconcile: the cohort held {r['members']} member(s), {r['unwanted_members']} not in the model; "
+                f"planned +{r['to_add']} -{r['to_remove']}"
+            )
         if c.get("rejected"):
             click.echo("  rejected rows: " + ", ".join(f"{k} {v}" for k, v in c["rejected"].items()))
     if not result.dry_run and "added" in c:
@@ -118,7 +137,13 @@ def _print_result(result: RunResult) -> None:
             f"rejected {sum(c['rejected_by_destination'].values())}"
         )
         if "matched" in c:
-            click.echo(f"  platform: matched {c['matched']}, unmatched {c['unmatched']}, unchanged {c['unchanged']}")
+            click.echo(
+                f"  platform: matched {c['matched']}, unmatched {c['unmatched']}, unchanged {c['unchanged']}; "
+                f"members added {c.get('members_added', 0)}, removed {c.get('members_removed', 0)}"
+            )
+        quarantined = c.get("quarantined", 0) + c.get("newly_quarantined", 0)
+        if quarantined:
+            click.echo(f"  warning: {quarantined} identifier(s) quarantined (cohortflow sync rejected {result.sync})")
     if result.dry_run:
         for op in ("adds", "removes"):
             if result.samples.get(op):
@@ -134,21 +159,46 @@ def _print_result(result: RunResult) -> None:
 @sync_group.command("run")
 @click.argument("name")
 @click.option("--dry-run", is_flag=True, help="Query and plan, print the plan, send nothing.")
-@click.option("--full-resync", is_flag=True, help="Re-send every member (departed members are still removed).")
+@click.option(
+    "--full-resync",
+    is_flag=True,
+    help="Re-send every member and remove every confirmed or uncertain one the model lacks.",
+)
+@click.option(
+    "--reconcile",
+    is_flag=True,
+    help="Read the cohort's real members from the destination (a cohortflow platform) and repair drift both ways.",
+)
+@click.option("--retry-rejected", is_flag=True, help="Send quarantined identifiers again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.pass_context
-def run(ctx: click.Context, name: str, dry_run: bool, full_resync: bool, as_json: bool, progress: bool | None) -> None:
+def run(
+    ctx: click.Context,
+    name: str,
+    dry_run: bool,
+    full_resync: bool,
+    reconcile: bool,
+    retry_rejected: bool,
+    as_json: bool,
+    progress: bool | None,
+) -> None:
     """Run sync NAME once."""
     show = sys.stderr.isatty() if progress is None else progress
-    with _errors_to_exit():
+    options: dict[str, Any] = {
+        "dry_run": dry_run,
+        "full_resync": full_resync,
+        "reconcile": reconcile,
+        "retry_rejected": retry_rejected,
+    }
+    with _errors_to_exit(ctx):
         ws = _workspace(ctx)
         if show:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-                result = run_sync(ws, name, dry_run=dry_run, full_resync=full_resync, progress=_RichProgress(bar))
+                result = run_sync(ws, name, **options, progress=_RichProgress(bar))
         else:
-            result = run_sync(ws, name, dry_run=dry_run, full_resync=full_resync)
+            result = run_sync(ws, name, **options)
     if as_json:
         _dump(result.as_dict())
     else:
@@ -182,7 +232,7 @@ def _run_line(r: RunRecord) -> list[str]:
 @click.pass_context
 def runs(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
     """Recent runs of sync NAME, newest first."""
-    with _errors_to_exit():
+    with _errors_to_exit(ctx):
         ws = _workspace(ctx)
         ws.sync(name)
         records = list_runs(ws.store, name, limit)
@@ -201,7 +251,7 @@ def runs(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
 @click.pass_context
 def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Everything recorded about one run."""
-    with _errors_to_exit():
+    with _errors_to_exit(ctx):
         record = get_run(_workspace(ctx).store, run_id)
     if as_json:
         _dump(record.as_dict())
@@ -217,6 +267,43 @@ def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         click.echo(f"error: {err['reason']}: {err['count']} (e.g. {', '.join(map(str, err['samples']))})")
 
 
+@sync_group.command("rejected")
+@click.argument("name")
+@click.option("--limit", default=100, show_default=True, help="At most this many identifiers.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def rejected(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
+    """Identifiers the destination rejected for sync NAME; quarantined ones are no longer sent."""
+    with _errors_to_exit(ctx):
+        ws = _workspace(ctx)
+        threshold = ws.sync(name).quarantine_after_runs
+        rows = ws.store.rejections(name, limit=limit)
+    entries = [
+        {
+            "identifier": describe((r.kind, r.label, r.value)),
+            "op": r.op,
+            "reason": r.reason,
+            "runs": r.runs,
+            "quarantined": r.runs >= threshold,
+            "first_rejected_at": r.first_failed_at,
+            "last_rejected_at": r.failed_at,
+        }
+        for r in rows
+    ]
+    if as_json:
+        _dump(entries)
+        return
+    if not entries:
+        click.echo(f"{name}: no rejected identifiers")
+        return
+    table = Table("identifier", "op", "runs", "state", "reason", "last rejected")
+    for e in entries:
+        state = "quarantined" if e["quarantined"] else f"retrying ({e['runs']}/{threshold})"
+        table.add_row(e["identifier"], e["op"], str(e["runs"]), state, e["reason"], str(e["last_rejected_at"]))
+    Console().print(table)
+    click.echo(f"quarantined identifiers are sent again by: cohortflow sync run {name} --retry-rejected")
+
+
 @sync_group.group("sources")
 def sources_group() -> None:
     """Warehouse sources."""
@@ -227,7 +314,7 @@ def sources_group() -> None:
 @click.pass_context
 def sources_test(ctx: click.Context, name: str) -> None:
     """Connect to source NAME and run a trivial query."""
-    with _errors_to_exit():
+    with _errors_to_exit(ctx):
         click.echo(_workspace(ctx).source(name).test())
 
 
@@ -243,7 +330,7 @@ def models_group() -> None:
 @click.pass_context
 def models_preview(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
     """The first rows of model NAME."""
-    with _errors_to_exit():
+    with _errors_to_exit(ctx):
         ws = _workspace(ctx)
         model = ws.model(name)
         rows = ws.source(model.source).preview(model_query(model), limit)
@@ -278,7 +365,7 @@ def _with_client(ctx: click.Context, name: str, fn: Callable[[Any], Any]) -> Any
 @click.pass_context
 def destinations_test(ctx: click.Context, name: str) -> None:
     """Prove destination NAME's keys (an empty change list changes nothing)."""
-    with _errors_to_exit():
+    with _errors_to_exit(ctx):
         click.echo(_with_client(ctx, name, lambda c: c.test()))
 
 
@@ -294,7 +381,7 @@ def destinations_cohorts(ctx: click.Context, name: str, as_json: bool) -> None:
             return None
         return await client.list_cohorts()
 
-    with _errors_to_exit():
+    with _errors_to_exit(ctx):
         cohorts = _with_client(ctx, name, listing)
     if cohorts is None:
         click.echo("this destination does not offer a cohort list; name the cohort id in the sync", err=True)

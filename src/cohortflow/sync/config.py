@@ -186,6 +186,12 @@ class SyncConfig(_Strict):
         default=None, min_length=1, description="braze_users_track only: the custom attribute that marks members."
     )
     on_row_removed: Literal["remove", "keep"] = "remove"
+    quarantine_after_runs: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Runs in which the destination rejects an identifier before it is quarantined (not sent).",
+    )
 
 
 class WorkspaceConfig(_Strict):

@@ -4,13 +4,17 @@
   removed under the old one before being added under the new one; if some removes could not be delivered,
   adds wait for the next run rather than risk that order.
 - At most ``concurrency`` batches are in flight; a token bucket (aiolimiter) holds the request rate.
+- Before a batch goes out, one small transaction records it (``sync_batches``); the transaction that
+  records its acknowledgement deletes that record. A batch whose answer never arrives (a crash, a timeout,
+  retries run out, a 2xx that is not Braze's success) stays recorded: *uncertain*, and the next plan sends
+  its identities their desired state (see planner.py).
 - 429, 423, 5xx and timeouts are retried with exponential backoff and full jitter (tenacity), never sooner
-  than the destination's ``Retry-After``. A batch that still fails is recorded as failed for the next run.
+  than the destination's ``Retry-After``. A batch that still fails stays uncertain for the next run.
 - 400 (or 413): the batch is split in halves until the bad identifiers are alone; each is rejected with the
-  destination's reason and the rest is delivered.
-- 401/403 stops the run at once: nothing else is sent.
-- After each acknowledged batch, one transaction records the membership change and the run's counts; a
-  crash can lose at most the batches in flight, which the next run plans again.
+  destination's reason (recorded in ``sync_failures``, quarantined after enough runs) and the rest is
+  delivered. A 400 is applied by no receiver, so rejected identifiers are certain, not uncertain.
+- 401/403, or a 2xx that is not a success, stops the run at once: nothing else is sent.
+- After each acknowledged batch, one transaction records the membership change and the run's counts.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from tenacity import (
 
 from cohortflow.sync.config import RetryConfig
 from cohortflow.sync.destinations.base import BatchOutcome, SyncDestination
-from cohortflow.sync.errors import DestinationRejected, DestinationUnavailable
+from cohortflow.sync.errors import DestinationBadAnswer, DestinationRejected, DestinationUnavailable
 from cohortflow.sync.identifiers import describe
 from cohortflow.sync.planner import ADD, REMOVE, Plan
 from cohortflow.sync.runs import heartbeat, update_run
@@ -57,8 +61,13 @@ class DeliveryTotals:
     matched: int = 0
     unmatched: int = 0
     unchanged: int = 0
+    # Memberships the destination reports it really changed (added / removed users), when it reports counts.
+    members_added: int = 0
+    members_removed: int = 0
     reported_counts: bool = False
     not_attempted: int = 0
+    # Rejections that reached the sync's quarantine threshold in this run: warnings, not failures.
+    newly_quarantined: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,9 +80,16 @@ class DeliveryTotals:
             "requests": self.requests,
             "retried_requests": self.retried_requests,
             "not_attempted": self.not_attempted,
+            "newly_quarantined": self.newly_quarantined,
         }
         if self.reported_counts:
-            out.update(matched=self.matched, unmatched=self.unmatched, unchanged=self.unchanged)
+            out.update(
+                matched=self.matched,
+                unmatched=self.unmatched,
+                unchanged=self.unchanged,
+                members_added=self.members_added,
+                members_removed=self.members_removed,
+            )
         return out
 
     def note_error(self, reason: str, ids: Sequence[Identity]) -> None:
@@ -100,6 +116,11 @@ class _Fatal(Exception):
     pass
 
 
+# How one batch ended: acknowledged and its record closed in the same commit; settled piecewise (split by a
+# 400: every identifier acknowledged or rejected) with its record still to close; or left uncertain.
+_CLOSED, _SETTLED, _UNCERTAIN = "closed", "settled", "uncertain"
+
+
 class Delivery:
     def __init__(
         self,
@@ -113,6 +134,7 @@ class Delivery:
         retry: RetryConfig,
         base_counts: dict[str, Any],
         progress: Progress | None = None,
+        quarantine_after: int = 3,
     ) -> None:
         self.destination = destination
         self.store = store
@@ -124,6 +146,7 @@ class Delivery:
         self.totals = DeliveryTotals()
         self.base_counts = base_counts
         self.progress = progress
+        self.quarantine_after = quarantine_after
         self._fatal: BaseException | None = None
         self._done = 0
         self._total = 0
@@ -184,7 +207,16 @@ class Delivery:
     def _counts(self) -> dict[str, Any]:
         return {**self.base_counts, **self.totals.as_dict()}
 
-    def _commit(self, op: str, ids: Sequence[Identity], outcome: BatchOutcome) -> None:
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._commit_inline:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    def _open(self, op: str, ids: Sequence[Identity]) -> str:
+        with self.store.transaction() as conn:
+            return self.store.open_batch(conn, self.sync_name, self.run_id, op, ids)
+
+    def _commit(self, op: str, ids: Sequence[Identity], outcome: BatchOutcome, batch_id: str | None) -> None:
         totals = self.totals
         if op == ADD:
             totals.added += len(ids)
@@ -195,27 +227,50 @@ class Delivery:
             totals.matched += outcome.matched
             totals.unmatched += outcome.unmatched or 0
             totals.unchanged += outcome.unchanged or 0
+            if op == ADD:
+                totals.members_added += outcome.changed or 0
+            else:
+                totals.members_removed += outcome.changed or 0
         with self.store.transaction() as conn:
             self.store.confirm(conn, self.sync_name, op, ids, clear_failures=self._may_have_failed[op])
+            if batch_id is not None:
+                self.store.close_batch(conn, batch_id)
             update_run(conn, self.run_id, counts=self._counts(), errors=totals.errors)
             heartbeat(conn, self.sync_name, self.run_id, self.store.clock())
 
-    def _fail(self, op: str, ids: Sequence[Identity], reason: str, *, rejected: bool) -> None:
+    def _close(self, batch_id: str) -> None:
+        with self.store.transaction() as conn:
+            self.store.close_batch(conn, batch_id)
+
+    def _reject(self, op: str, ids: Sequence[Identity], reason: str) -> None:
         totals = self.totals
-        if rejected:
-            totals.rejected[reason] = totals.rejected.get(reason, 0) + len(ids)
-        elif op == ADD:
+        totals.rejected[reason] = totals.rejected.get(reason, 0) + len(ids)
+        totals.note_error("rejected: " + reason, ids)
+        with self.store.transaction() as conn:
+            runs = self.store.record_rejections(conn, self.sync_name, op, ids, reason, self.run_id)
+            if runs >= self.quarantine_after:
+                totals.newly_quarantined += len(ids)
+            update_run(conn, self.run_id, counts=self._counts(), errors=totals.errors)
+
+    def _uncertain(self, op: str, ids: Sequence[Identity], batch_id: str, reason: str) -> None:
+        totals = self.totals
+        if op == ADD:
             totals.failed_adds += len(ids)
         else:
             totals.failed_removes += len(ids)
-        totals.note_error(("rejected: " if rejected else "failed: ") + reason, ids)
+        totals.note_error("failed: " + reason, ids)
         with self.store.transaction() as conn:
-            self.store.record_failures(conn, self.sync_name, op, ids, reason, self.run_id)
+            self.store.fail_batch(conn, batch_id, reason)
             update_run(conn, self.run_id, counts=self._counts(), errors=totals.errors)
 
     # ------------------------------------------------------------ batches
 
-    async def _deliver(self, op: str, ids: list[Identity]) -> None:
+    async def _deliver_batch(self, op: str, ids: list[Identity]) -> None:
+        batch_id = await self._db(self._open, op, ids)
+        if await self._deliver(op, ids, batch_id, whole=True) == _SETTLED:
+            await self._db(self._close, batch_id)
+
+    async def _deliver(self, op: str, ids: list[Identity], batch_id: str, *, whole: bool) -> str:
         try:
             outcome = await self._send(ids, op == REMOVE)
         except DestinationRejected as exc:
@@ -223,23 +278,24 @@ class Delivery:
                 # Not about identifiers (a wrong partner path, a removed endpoint): no batch can succeed.
                 raise _Fatal() from exc
             if len(ids) == 1:
-                await asyncio.to_thread(self._fail, op, ids, exc.message, rejected=True)
+                await self._db(self._reject, op, ids, exc.message)
                 self._advance(1)
-                return
+                return _SETTLED
             half = len(ids) // 2
-            await self._deliver(op, ids[:half])
-            await self._deliver(op, ids[half:])
-            return
+            first = await self._deliver(op, ids[:half], batch_id, whole=False)
+            second = await self._deliver(op, ids[half:], batch_id, whole=False)
+            return _UNCERTAIN if _UNCERTAIN in (first, second) else _SETTLED
         except DestinationUnavailable as exc:
             self._gave_up = True
-            await asyncio.to_thread(self._fail, op, ids, exc.message, rejected=False)
+            await self._db(self._uncertain, op, ids, batch_id, exc.message)
             self._advance(len(ids))
-            return
-        if self._commit_inline:
-            self._commit(op, ids, outcome)
-        else:
-            await asyncio.to_thread(self._commit, op, ids, outcome)
+            return _UNCERTAIN
+        except DestinationBadAnswer as exc:
+            await self._db(self._uncertain, op, ids, batch_id, exc.message)
+            raise _Fatal() from exc
+        await self._db(self._commit, op, ids, outcome, batch_id if whole else None)
         self._advance(len(ids))
+        return _CLOSED if whole else _SETTLED
 
     def _advance(self, n: int) -> None:
         self._done += n
@@ -248,7 +304,7 @@ class Delivery:
 
     async def _guarded(self, op: str, ids: list[Identity], slots: asyncio.Semaphore) -> None:
         try:
-            await self._deliver(op, ids)
+            await self._deliver_batch(op, ids)
         except asyncio.CancelledError:
             raise
         except _Fatal as exc:
@@ -290,7 +346,7 @@ class Delivery:
 
     async def deliver(self, plan: Plan) -> DeliveryTotals:
         self._total = plan.counts.adds + plan.counts.removes
-        self._may_have_failed = {ADD: plan.counts.retried_adds > 0, REMOVE: plan.counts.retried_removes > 0}
+        self._may_have_failed = {ADD: plan.has_rejections, REMOVE: plan.has_rejections}
         await self._phase(plan, REMOVE)
         if self.totals.failed_removes or self._gave_up:
             # Adds after an undelivered remove could be undone by it later; the next run sends both in order.

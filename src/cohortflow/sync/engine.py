@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import duckdb
+import pyarrow as pa
 import structlog
 
 from cohortflow.sync.delivery import Delivery, DeliveryTotals
 from cohortflow.sync.destinations import bind_sync
 from cohortflow.sync.destinations.base import SyncDestination
 from cohortflow.sync.errors import ModelError, SyncError
-from cohortflow.sync.planner import ADD, REMOVE, Plan, build_plan
+from cohortflow.sync.planner import ADD, MEMBER_IDENTITY_SCHEMA, REMOVE, Plan, build_plan
 from cohortflow.sync.runs import (
     FAILED,
     PARTIAL,
@@ -53,6 +54,7 @@ class RunResult:
     status: str
     dry_run: bool
     full_resync: bool
+    reconcile: bool = False
     target: str = ""
     counts: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
@@ -72,6 +74,7 @@ class RunResult:
             "status": self.status,
             "dry_run": self.dry_run,
             "full_resync": self.full_resync,
+            "reconcile": self.reconcile,
             "target": self.target,
             "counts": self.counts,
             "phases": self.phases,
@@ -107,9 +110,15 @@ def run_sync(
     *,
     dry_run: bool = False,
     full_resync: bool = False,
+    reconcile: bool = False,
+    retry_rejected: bool = False,
     progress: Progress | None = None,
 ) -> RunResult:
     """Run sync ``name`` once and return its record.
+
+    ``full_resync`` sends every member again and removes every confirmed or uncertain one the model lacks;
+    ``reconcile`` reads the cohort's real membership from the destination (a cohortflow platform) and repairs
+    drift both ways; ``retry_rejected`` sends quarantined identifiers again.
 
     Errors during the run end it as ``failed`` in the result (``result.error`` holds the exception); an
     unknown name raises :class:`UnknownObject`, and a lock held by a live run raises :class:`SyncLocked`
@@ -130,7 +139,13 @@ def run_sync(
             finish_run(store, run_id, FAILED, message=exc.message)
             raise
     result = RunResult(
-        run_id=run_id, sync=name, status=FAILED, dry_run=dry_run, full_resync=full_resync, target=destination.target
+        run_id=run_id,
+        sync=name,
+        status=FAILED,
+        dry_run=dry_run,
+        full_resync=full_resync,
+        reconcile=reconcile,
+        target=destination.target,
     )
     phases = _Phases()
     phases.enter("querying")
@@ -149,6 +164,13 @@ def run_sync(
 
         state = store.get(name)
         stale = state is not None and state.target != destination.target
+        actual = None
+        if reconcile:
+            # The export runs in an event loop of its own and closes its client: delivery gets a new one.
+            actual = _run_async(_export(destination))
+            destination = bind_sync(dest_config, name, sync)
+        if not dry_run:
+            store.compact_uncertain(name, run_id)
         with build_plan(
             sync_name=name,
             sync=sync,
@@ -160,6 +182,8 @@ def run_sync(
             unsupported_kinds=destination.unsupported_kinds,
             on_rows=(lambda n: progress("querying", n, None)) if progress else None,
             on_planning=planning,
+            quarantine_after=None if retry_rejected else sync.quarantine_after_runs,
+            actual_members=iter(actual) if actual is not None else None,
         ) as plan:
             counts = plan.counts.as_dict()
             errors = _model_errors(plan)
@@ -171,23 +195,38 @@ def run_sync(
                 phases.enter("sending")
                 with store.transaction() as conn:
                     store.bind_target(conn, name, destination.target)
+                    if reconcile:
+                        store.replace_members(conn, name, plan.members_truth())
+                    for op in (ADD, REMOVE):
+                        store.forget_rejections(conn, name, op, plan.stale_rejections(op))
                     update_run(conn, run_id, status=SENDING, phases=phases.times, counts=counts, errors=errors)
                 closed = True  # _send closes the client inside its own event loop
-                totals = _run_async(_send(workspace, name, run_id, destination, plan, counts, full_resync, progress))
+                totals = _run_async(
+                    _send(workspace, name, run_id, destination, plan, counts, full_resync or reconcile, progress)
+                )
                 counts = {**counts, **totals.as_dict()}
                 errors = errors + totals.errors
                 phases.enter(None)
-                delivered_all = not (
-                    totals.failed_adds or totals.failed_removes or totals.rejected or totals.not_attempted
-                )
+                # Rejections that reached quarantine are warnings (listed by `cohortflow sync rejected`).
+                rejected = sum(totals.rejected.values()) - totals.newly_quarantined
+                delivered_all = not (totals.failed_adds or totals.failed_removes or rejected or totals.not_attempted)
                 result.status = SUCCEEDED if delivered_all else PARTIAL
-                if not totals.not_attempted and (plan.counts.adds or plan.counts.removes or stale):
-                    _save_snapshot(plan, store, name, run_id)
+                if not totals.not_attempted:
+                    # Every planned batch has a record of its own now (closed or uncertain), so the uncertain
+                    # batches this plan resolved say nothing more.
+                    with store.transaction() as conn:
+                        store.drop_batches(conn, plan.uncertain_batch_ids)
+                    if plan.counts.adds or plan.counts.removes or stale or reconcile:
+                        _save_snapshot(plan, store, name, run_id)
                 if not delivered_all:
                     result.message = (
                         f"{totals.failed_adds + totals.failed_removes} identifier(s) failed, "
-                        f"{sum(totals.rejected.values())} rejected, {totals.not_attempted} not attempted; "
-                        "the next run retries them"
+                        f"{rejected} rejected, {totals.not_attempted} not attempted; the next run retries them"
+                    )
+                elif totals.newly_quarantined or plan.counts.quarantined:
+                    result.message = (
+                        f"{totals.newly_quarantined + plan.counts.quarantined} identifier(s) quarantined after "
+                        f"repeated rejections (cohortflow sync rejected {name}; --retry-rejected sends them again)"
                     )
     except SyncError as exc:
         phases.enter(None)
@@ -228,6 +267,35 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
+async def _export(destination: SyncDestination) -> list[pa.RecordBatch]:
+    """The destination's members as identity rows (member number, kind, label, value), for reconcile.
+
+    Device ids count only for anonymous members, the only ones they match; the export lists no others.
+    """
+    out: list[pa.RecordBatch] = []
+    number = 0
+    try:
+        async for page in destination.export_members():
+            rows: list[tuple[int, str, str, str]] = []
+            for m in page:
+                number += 1
+                if m.external_id is not None:
+                    rows.append((number, "e", "", m.external_id))
+                rows.extend((number, "a", a.alias_label, a.alias_name) for a in m.aliases)
+                rows.extend((number, "d", "", d) for d in m.device_ids)
+            if rows:
+                columns = list(zip(*rows, strict=True))
+                out.append(
+                    pa.RecordBatch.from_arrays(
+                        [pa.array(columns[0], pa.int64()), *(pa.array(c, pa.string()) for c in columns[1:])],
+                        schema=MEMBER_IDENTITY_SCHEMA,
+                    )
+                )
+    finally:
+        await destination.aclose()
+    return out
+
+
 def _save_snapshot(plan: Plan, store: StateStore, name: str, run_id: str) -> None:
     try:
         plan.save_confirmed(store, name, run_id)
@@ -259,6 +327,7 @@ async def _send(
             retry=tuning.retry,
             base_counts=counts,
             progress=progress,
+            quarantine_after=workspace.sync(name).quarantine_after_runs,
         )
         has_changes = plan.counts.adds > 0 or plan.counts.removes > 0
         cohort_name = destination.cohort_name

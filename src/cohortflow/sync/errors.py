@@ -55,6 +55,19 @@ class DestinationRejected(DestinationError, TerminalError):
         self.status = status
 
 
+class DestinationBadAnswer(DestinationError, TerminalError):
+    """A 2xx that is not Braze's success (``{"message": "success"}``, with ``received`` equal to what was sent
+    when the receiver reports counts): something else answered, so the batch may or may not be applied."""
+
+
+class ReconcileUnsupported(SyncError, TerminalError):
+    """Reconcile needs a destination that can export a cohort's members (a cohortflow platform)."""
+
+
+class StateUnavailable(SyncError, TransientError):
+    """The sync state database cannot be reached."""
+
+
 class DestinationUnavailable(DestinationError, TransientError):
     """429, 423, 5xx, a timeout or a dropped connection: worth retrying after a delay."""
 

@@ -9,7 +9,14 @@ object per row of the model.
 
 - adds: identities in the model but not confirmed (every model identity with ``full_resync``);
 - removes: confirmed identities no longer in the model (none when the sync keeps departed rows);
-- retries: the part of adds/removes that failed in an earlier run.
+- uncertain identities (in a batch whose answer was never recorded: a crash, a timeout, retries run out)
+  count as unknown: each is sent its current desired state, an add when it is in the model, else a remove,
+  whatever the warehouse did meanwhile and whatever ``sync_members`` says;
+- quarantined identities (rejected by the destination in ``quarantine_after`` runs) are left out;
+- retries: the part of adds/removes that was uncertain or rejected before.
+
+With ``actual_members`` (reconcile), confirmed membership is replaced by what the destination reports it
+holds, so the same diff repairs drift in both directions.
 """
 
 from __future__ import annotations
@@ -37,6 +44,12 @@ ADD = "add"
 REMOVE = "remove"
 
 
+# Arrow schema of a destination's membership export, one row per identity of each member (reconcile).
+MEMBER_IDENTITY_SCHEMA = pa.schema(
+    [("member", pa.int64()), ("kind", pa.string()), ("label", pa.string()), ("value", pa.string())]
+)
+
+
 @dataclass
 class PlanCounts:
     rows: int = 0
@@ -47,10 +60,13 @@ class PlanCounts:
     removes: int = 0
     retried_adds: int = 0
     retried_removes: int = 0
+    uncertain: int = 0
+    quarantined: int = 0
     rejected: list[RejectedRows] = field(default_factory=list)
+    reconcile: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "rows": self.rows,
             "valid_rows": self.valid_rows,
             "desired": self.desired,
@@ -59,17 +75,33 @@ class PlanCounts:
             "removes": self.removes,
             "retried_adds": self.retried_adds,
             "retried_removes": self.retried_removes,
+            "uncertain": self.uncertain,
+            "quarantined": self.quarantined,
             "rejected": {r.reason: r.count for r in self.rejected},
         }
+        if self.reconcile is not None:
+            out["reconcile"] = dict(self.reconcile)
+        return out
 
 
 class Plan:
     """A computed plan, backed by a private DuckDB database; close it when done."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, tmp_dir: str, counts: PlanCounts) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        tmp_dir: str,
+        counts: PlanCounts,
+        uncertain_batch_ids: Sequence[str] = (),
+        has_rejections: bool = False,
+    ) -> None:
         self._con = con
         self._tmp_dir = tmp_dir
         self.counts = counts
+        # The uncertain batches this plan resolves: once every planned batch has its own record, they are
+        # redundant and can go (see engine.run_sync).
+        self.uncertain_batch_ids = list(uncertain_batch_ids)
+        self.has_rejections = has_rejections
 
     def batches(self, op: str, size: int) -> Iterator[list[Identity]]:
         """The identities of ``op`` in batches of at most ``size``; one batch of Python tuples at a time."""
@@ -94,6 +126,20 @@ class Plan:
         finally:
             cursor.close()
 
+    def stale_rejections(self, op: str) -> list[Identity]:
+        """Rejected identities that this plan no longer sends (they left the model, or were removed since)."""
+        table = "adds_all" if op == ADD else "removes_all"
+        failed = "failed_add" if op == ADD else "failed_remove"
+        sql = f"SELECT kind, label, value FROM {failed} ANTI JOIN {table} USING (kind, label, value)"
+        return [(k, lb, v) for k, lb, v in self._con.execute(sql).fetchall()]
+
+    def members_truth(self) -> Iterator[pa.RecordBatch]:
+        """Reconcile: the confirmed membership read from the destination, as Arrow batches."""
+        reader: pa.RecordBatchReader = self._con.execute("SELECT kind, label, value FROM confirmed").to_arrow_reader(
+            100_000
+        )
+        yield from reader
+
     def sample(self, op: str, n: int = 5) -> list[str]:
         table = "adds" if op == ADD else "removes"
         rows = self._con.execute(f"SELECT kind, label, value FROM {table} ORDER BY kind, label, value LIMIT {int(n)}")
@@ -112,8 +158,16 @@ class Plan:
             return
         _load_identities(self._con, "run_failed_add", store.failed(sync_name, ADD, run_id=run_id), replace=True)
         _load_identities(self._con, "run_failed_remove", store.failed(sync_name, REMOVE, run_id=run_id), replace=True)
-        acked_adds = "SELECT kind, label, value FROM adds ANTI JOIN run_failed_add USING (kind, label, value)"
-        acked_removes = "SELECT kind, label, value FROM removes ANTI JOIN run_failed_remove USING (kind, label, value)"
+        _load_identities(self._con, "run_uncertain", store.uncertain(sync_name, run_id=run_id)[1], replace=True)
+        unacked = "(SELECT * FROM {} UNION ALL SELECT * FROM run_uncertain)"
+        acked_adds = (
+            "SELECT kind, label, value FROM adds ANTI JOIN "
+            f"{unacked.format('run_failed_add')} USING (kind, label, value)"
+        )
+        acked_removes = (
+            "SELECT kind, label, value FROM removes ANTI JOIN "
+            f"{unacked.format('run_failed_remove')} USING (kind, label, value)"
+        )
         store.snapshots.write(
             self._con,
             f"SELECT kind, label, value FROM confirmed ANTI JOIN ({acked_removes}) USING (kind, label, value) "
@@ -168,6 +222,42 @@ def _confirmed(con: duckdb.DuckDBPyConnection, store: StateStore, sync_name: str
         con.execute(f"CREATE VIEW confirmed AS SELECT kind, label, value FROM read_parquet('{quoted}')")
 
 
+def _actual_confirmed(con: duckdb.DuckDBPyConnection, members: Iterator[pa.RecordBatch]) -> dict[str, int]:
+    """Define ``confirmed`` as the truth read from the destination (reconcile), in the sync's own terms.
+
+    A member is wanted when any of its identities is a valid identity of the model; for a wanted member, the
+    confirmed identities are those the model names it by. An unwanted member is confirmed under one of its
+    identities (external id, else an alias, else a device id), which the diff then removes.
+    """
+    con.register("members_in", pa.RecordBatchReader.from_batches(MEMBER_IDENTITY_SCHEMA, members))
+    con.execute("CREATE TABLE member_ids AS SELECT * FROM members_in")
+    con.unregister("members_in")
+    con.execute(
+        "CREATE TABLE member_ids_in_model AS SELECT i.member, i.kind, i.label, i.value FROM member_ids AS i "
+        "SEMI JOIN (SELECT kind, label, key FROM model_identities WHERE key IS NOT NULL) AS m "
+        "ON i.kind = m.kind AND i.label = m.label AND i.value = m.key"
+    )
+    con.execute(
+        "CREATE TABLE unwanted AS SELECT member, arg_min([kind, label, value], "
+        "CASE kind WHEN 'e' THEN 0 WHEN 'a' THEN 1 ELSE 2 END) AS id FROM member_ids "
+        "WHERE member NOT IN (SELECT member FROM member_ids_in_model) GROUP BY member"
+    )
+    con.execute(
+        "CREATE TABLE confirmed AS SELECT DISTINCT kind, label, value FROM member_ids_in_model "
+        "UNION SELECT id[1], id[2], id[3] FROM unwanted"
+    )
+
+    def scalar(sql: str) -> int:
+        row = con.execute(sql).fetchall()[0]
+        assert row is not None
+        return int(row[0])
+
+    return {
+        "members": scalar("SELECT count(DISTINCT member) FROM member_ids"),
+        "unwanted_members": scalar("SELECT count(*) FROM unwanted"),
+    }
+
+
 def build_plan(
     *,
     sync_name: str,
@@ -181,8 +271,14 @@ def build_plan(
     on_rows: Callable[[int], None] | None = None,
     on_planning: Callable[[], None] | None = None,
     memory_limit: str | None = None,
+    quarantine_after: int | None = None,
+    actual_members: Iterator[pa.RecordBatch] | None = None,
 ) -> Plan:
-    """Query the model and diff it against confirmed state. Raises ModelError / SourceUnavailable."""
+    """Query the model and diff it against confirmed state. Raises ModelError / SourceUnavailable.
+
+    ``quarantine_after``: leave out identities rejected in that many runs (None: send them again).
+    ``actual_members``: reconcile against this membership instead of the confirmed one.
+    """
     tmp_dir = tempfile.mkdtemp(prefix="cohortflow-plan-")
     config: dict[str, Any] = {"temp_directory": tmp_dir, "preserve_insertion_order": False}
     if memory_limit:
@@ -194,9 +290,20 @@ def build_plan(
         )
         if on_planning is not None:
             on_planning()
-        _confirmed(con, store, sync_name, confirmed_is_stale)
+        reconcile: dict[str, int] | None = None
+        if actual_members is not None:
+            reconcile = _actual_confirmed(con, actual_members)
+            uncertain_ids: list[str] = []
+            _load_identities(con, "uncertain_in", iter(()))
+        else:
+            _confirmed(con, store, sync_name, confirmed_is_stale)
+            uncertain_ids, uncertain_reader = store.uncertain(sync_name)
+            _load_identities(con, "uncertain_in", uncertain_reader)
         _load_identities(con, "failed_add", store.failed(sync_name, ADD))
         _load_identities(con, "failed_remove", store.failed(sync_name, REMOVE))
+        if quarantine_after is not None:
+            _load_identities(con, "quarantine_add", store.failed(sync_name, ADD, min_runs=quarantine_after))
+            _load_identities(con, "quarantine_remove", store.failed(sync_name, REMOVE, min_runs=quarantine_after))
         # One full outer join does the whole diff. A model row matching a confirmed identity is valid (that
         # identity passed every rule when it was planned), so the value-level rules run only on the rows
         # left unmatched, a few percent of the model in a steady state, which the diff keeps with their
@@ -236,20 +343,52 @@ def build_plan(
             "CREATE TABLE new_identities AS SELECT DISTINCT m_kind AS kind, m_label AS label, m_value AS value "
             "FROM diff WHERE in_model AND reason IS NULL"
         )
-        if full_resync:
-            con.execute("CREATE TABLE adds AS SELECT DISTINCT kind, label, value FROM model_rows WHERE reason IS NULL")
-        else:
-            con.execute("CREATE TABLE adds AS SELECT * FROM new_identities")
-        removes_filter = "" if sync.on_row_removed == "remove" else " AND FALSE"
-        con.execute(
-            "CREATE TABLE removes AS SELECT c_kind AS kind, c_label AS label, c_value AS value "
-            f"FROM diff WHERE in_model IS NULL{removes_filter}"
-        )
 
         def scalar(sql: str) -> int:
             row = con.execute(sql).fetchall()[0]
             assert row is not None
             return int(row[0])
+
+        con.execute("CREATE TABLE uncertain AS SELECT DISTINCT kind, label, value FROM uncertain_in")
+        uncertain = scalar("SELECT count(*) FROM uncertain")
+        if uncertain:
+            # Only the few uncertain identities are looked up in the model: the happy path pays nothing.
+            # One that matches a row passed the value rules when it was first planned, so it is valid.
+            con.execute(
+                "CREATE TABLE uncertain_wanted AS SELECT u.kind, u.label, u.value FROM uncertain AS u "
+                "SEMI JOIN (SELECT kind, label, key FROM model_identities WHERE key IS NOT NULL) AS m "
+                "ON u.kind = m.kind AND u.label = m.label AND u.value = m.key"
+            )
+            extra_adds = " UNION SELECT * FROM uncertain_wanted"
+            extra_removes = " UNION (SELECT * FROM uncertain EXCEPT SELECT * FROM uncertain_wanted)"
+        else:
+            extra_adds = extra_removes = ""
+        if full_resync:
+            con.execute(
+                "CREATE TABLE adds_all AS SELECT DISTINCT kind, label, value FROM model_rows WHERE reason IS NULL"
+            )
+        else:
+            con.execute(f"CREATE TABLE adds_all AS SELECT * FROM new_identities{extra_adds}")
+        if sync.on_row_removed == "remove":
+            con.execute(
+                "CREATE TABLE removes_all AS SELECT c_kind AS kind, c_label AS label, c_value AS value "
+                f"FROM diff WHERE in_model IS NULL{extra_removes}"
+            )
+        else:
+            con.execute("CREATE TABLE removes_all (kind VARCHAR, label VARCHAR, value VARCHAR)")
+        quarantined = 0
+        for op_table, quarantine in (("adds", "quarantine_add"), ("removes", "quarantine_remove")):
+            if quarantine_after is not None and scalar(f"SELECT count(*) FROM {quarantine}"):
+                # An uncertain identity is sent even when quarantined: it may have been applied since.
+                con.execute(
+                    f"CREATE TABLE {op_table} AS SELECT * FROM {op_table}_all ANTI JOIN "
+                    f"(SELECT * FROM {quarantine} EXCEPT SELECT * FROM uncertain) USING (kind, label, value)"
+                )
+                quarantined += scalar(f"SELECT count(*) FROM {op_table}_all") - scalar(
+                    f"SELECT count(*) FROM {op_table}"
+                )
+            else:
+                con.execute(f"CREATE VIEW {op_table} AS SELECT * FROM {op_table}_all")
 
         rejected = rejected_rows(con, "diff")
         confirmed = scalar("SELECT count(*) FROM confirmed")
@@ -262,11 +401,26 @@ def build_plan(
             confirmed=confirmed,
             adds=scalar("SELECT count(*) FROM adds"),
             removes=scalar("SELECT count(*) FROM removes"),
-            retried_adds=scalar("SELECT count(*) FROM adds SEMI JOIN failed_add USING (kind, label, value)"),
-            retried_removes=scalar("SELECT count(*) FROM removes SEMI JOIN failed_remove USING (kind, label, value)"),
+            retried_adds=scalar(
+                "SELECT count(*) FROM adds SEMI JOIN "
+                "(SELECT * FROM failed_add UNION ALL SELECT * FROM uncertain) USING (kind, label, value)"
+            ),
+            retried_removes=scalar(
+                "SELECT count(*) FROM removes SEMI JOIN "
+                "(SELECT * FROM failed_remove UNION ALL SELECT * FROM uncertain) USING (kind, label, value)"
+            ),
+            uncertain=uncertain,
+            quarantined=quarantined,
             rejected=rejected,
         )
-        return Plan(con, tmp_dir, counts)
+        if reconcile is not None:
+            # to_add also holds identifiers that match no user of the destination (it cannot say which):
+            # the delivery's ``added`` is what was really missing, its ``removed`` what was wrongly kept.
+            reconcile["to_add"] = counts.adds
+            reconcile["to_remove"] = counts.removes
+            counts.reconcile = reconcile
+        has_rejections = bool(scalar("SELECT (SELECT count(*) FROM failed_add) + (SELECT count(*) FROM failed_remove)"))
+        return Plan(con, tmp_dir, counts, uncertain_ids, has_rejections)
     except BaseException:
         con.close()
         shutil.rmtree(tmp_dir, ignore_errors=True)

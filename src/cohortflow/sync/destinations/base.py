@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from cohortflow.sync.state import Identity
+from cohortflow.wire.cohort_export import ExportedMember
 
 
 @dataclass(frozen=True)
@@ -32,5 +33,9 @@ class SyncDestination(Protocol):
     async def name_cohort(self) -> None: ...
 
     async def send(self, ids: Sequence[Identity], *, remove: bool) -> BatchOutcome: ...
+
+    def export_members(self) -> AsyncIterator[list[ExportedMember]]:
+        """The members the destination really holds (reconcile); raises ReconcileUnsupported when it can't say."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -6,16 +6,17 @@ from what the receiver parses. Credentials travel in the body, as Braze specifie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
 
 from cohortflow.clock import utcnow
+from cohortflow.redact import redact_url
 from cohortflow.sync.config import BrazeCohortsDestination, CreateCohort, SyncConfig
 from cohortflow.sync.destinations.base import BatchOutcome
 from cohortflow.sync.destinations.http import post_json
-from cohortflow.sync.errors import DestinationRejected
+from cohortflow.sync.errors import DestinationBadAnswer, DestinationRejected, ReconcileUnsupported
 from cohortflow.sync.identifiers import cohort_change
 from cohortflow.sync.state import Identity
 from cohortflow.wire import (
@@ -26,6 +27,7 @@ from cohortflow.wire import (
     CohortUsersRequest,
     ImportCounts,
 )
+from cohortflow.wire.cohort_export import CohortMembersPage, CohortMembersRequest, ExportedMember
 
 TEST_COHORT_ID = "cohortflow-connection-test"
 
@@ -64,10 +66,22 @@ class BrazeCohortsClient:
         body = CohortUsersRequest(**self._creds(), cohort_id=cohort_id, cohort_changes=changes)
         payload: dict[str, Any] = body.model_dump(mode="json", exclude_defaults=True)
         payload["cohort_changes"] = [c.model_dump(mode="json", exclude_defaults=True) for c in changes]
-        answer = await post_json(self._http, f"{self._prefix}/cohorts/users", payload, "updating the cohort")
-        if not isinstance(answer, dict) or "matched" not in answer:
-            return BatchOutcome()  # real Braze documents no body
-        counts = ImportCounts.model_validate({k: answer[k] for k in ImportCounts.model_fields if k in answer})
+        path = f"{self._prefix}/cohorts/users"
+        answer = await post_json(self._http, path, payload, "updating the cohort")
+        if "received" in answer and answer["received"] != len(ids):
+            # A receiver that counts (ours does) and counted something else did not apply this request.
+            raise DestinationBadAnswer(
+                f"updating the cohort: POST {redact_url(self.base_url + path)} reported received="
+                f"{answer['received']!r} for a request of {len(ids)} identifier(s)"
+            )
+        if "matched" not in answer:
+            return BatchOutcome()  # real Braze documents no counts
+        try:
+            counts = ImportCounts.model_validate({k: answer[k] for k in ImportCounts.model_fields if k in answer})
+        except ValueError as exc:
+            raise DestinationBadAnswer(
+                f"updating the cohort: POST {redact_url(self.base_url + path)} reported unreadable counts: {exc}"
+            ) from exc
         return BatchOutcome(
             matched=counts.matched,
             unmatched=counts.unmatched,
@@ -78,7 +92,7 @@ class BrazeCohortsClient:
     async def test(self) -> str:
         """Prove the keys with an empty change list (a 2xx changes nothing)."""
         await self.update(TEST_COHORT_ID, [], remove=False)
-        return f"{self.base_url}: partner {self.config.partner!r} accepted the keys"
+        return f"{redact_url(self.base_url)}: partner {self.config.partner!r} accepted the keys"
 
     async def list_cohorts(self) -> list[CohortSummary] | None:
         """The cohort-list extension of our platform; None when the destination does not offer it."""
@@ -90,6 +104,32 @@ class BrazeCohortsClient:
                 return None
             raise
         return CohortListResponse.model_validate(answer).cohorts
+
+    async def export_members(self, cohort_id: str, page_size: int = 5000) -> AsyncIterator[list[ExportedMember]]:
+        """The cohort's members, a page at a time, through our platform's export extension (not in Braze)."""
+        path = f"{self._prefix}/cohorts/members"
+        cursor: str | None = None
+        while True:
+            body = CohortMembersRequest(**self._creds(), cohort_id=cohort_id, cursor=cursor, limit=page_size)
+            try:
+                answer = await post_json(self._http, path, body.model_dump(mode="json"), "exporting the cohort")
+            except DestinationRejected as exc:
+                if exc.status in (404, 405):
+                    raise ReconcileUnsupported(
+                        f"{redact_url(self.base_url)} offers no cohort export (POST {path} answered {exc.status}); "
+                        "reconcile works against a cohortflow platform, real Braze has no such API"
+                    ) from exc
+                raise
+            try:
+                page = CohortMembersPage.model_validate(answer)
+            except ValueError as exc:
+                raise DestinationBadAnswer(
+                    f"exporting the cohort: POST {redact_url(self.base_url + path)} answered an unreadable page: {exc}"
+                ) from exc
+            yield page.members
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -110,7 +150,9 @@ class BrazeCohortsSync:
         else:
             self.cohort_id = sync.cohort.cohort_id
             self.cohort_name = None
-        self.target = f"braze_cohorts {client.base_url} partner={client.config.partner} cohort={self.cohort_id}"
+        self.target = (
+            f"braze_cohorts {redact_url(client.base_url)} partner={client.config.partner} cohort={self.cohort_id}"
+        )
 
     async def name_cohort(self) -> None:
         if self.cohort_name is not None:
@@ -118,6 +160,9 @@ class BrazeCohortsSync:
 
     async def send(self, ids: Sequence[Identity], *, remove: bool) -> BatchOutcome:
         return await self.client.update(self.cohort_id, ids, remove=remove)
+
+    def export_members(self) -> AsyncIterator[list[ExportedMember]]:
+        return self.client.export_members(self.cohort_id)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -8,16 +8,19 @@ resolve to one are rejected with ``unsupported_by_destination``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
 
+from cohortflow.redact import redact_url
 from cohortflow.sync.config import BrazeUsersTrackDestination, SyncConfig
 from cohortflow.sync.destinations.base import BatchOutcome
 from cohortflow.sync.destinations.http import post_json
+from cohortflow.sync.errors import ReconcileUnsupported
 from cohortflow.sync.identifiers import ALIAS, DEVICE_ID, EXTERNAL_ID
 from cohortflow.sync.state import Identity
+from cohortflow.wire.cohort_export import ExportedMember
 
 MAX_OBJECTS_PER_REQUEST = 75
 
@@ -54,7 +57,7 @@ class BrazeUsersTrackClient:
 
     async def test(self) -> str:
         await post_json(self._http, "/users/track", {"attributes": []}, "testing the REST API key")
-        return f"{self.base_url}: /users/track accepted the REST API key"
+        return f"{redact_url(self.base_url)}: /users/track accepted the REST API key"
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -69,13 +72,19 @@ class BrazeUsersTrackSync:
         self.client = client
         self.attribute = sync.attribute
         self.batch_size = min(client.config.batch_size, MAX_OBJECTS_PER_REQUEST)
-        self.target = f"braze_users_track {client.base_url} attribute={self.attribute}"
+        self.target = f"braze_users_track {redact_url(client.base_url)} attribute={self.attribute}"
 
     async def name_cohort(self) -> None:
         return None
 
     async def send(self, ids: Sequence[Identity], *, remove: bool) -> BatchOutcome:
         return await self.client.track(self.attribute, ids, remove=remove)
+
+    def export_members(self) -> AsyncIterator[list[ExportedMember]]:
+        raise ReconcileUnsupported(
+            "reconcile needs a destination that can export a cohort's members (a cohortflow platform through "
+            "braze_cohorts); Braze's /users/track cannot list who holds an attribute"
+        )
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 import orjson
 
-from cohortflow.sync.errors import DestinationAuthError, DestinationRejected, DestinationUnavailable
+from cohortflow.redact import redact_url
+from cohortflow.sync.errors import (
+    DestinationAuthError,
+    DestinationBadAnswer,
+    DestinationRejected,
+    DestinationUnavailable,
+)
 
 RETRYABLE_STATUSES = frozenset({408, 423, 429, 500, 502, 503, 504})
 
@@ -40,16 +46,29 @@ def _message(response: httpx.Response) -> str:
     return response.text[:300]
 
 
+def _success(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The body of a 2xx that is Braze's success, ``{"message": "success", ...}``; else DestinationBadAnswer.
+
+    A proxy, a captive portal or a mock that answers 2xx without forwarding must not count as delivered.
+    """
+    try:
+        body = orjson.loads(response.content) if response.content else None
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and body.get("message") == "success":
+        return body
+    snippet = response.text[:200] if response.content else "(empty body)"
+    raise DestinationBadAnswer(
+        f"{what}: POST {redact_url(str(response.request.url))} answered {response.status_code} without Braze's "
+        f'success body {{"message": "success"}}: {snippet}'
+    )
+
+
 def check(response: httpx.Response, what: str) -> Any:
-    """The decoded JSON body of a 2xx answer, else the right error for the status."""
+    """The body of a successful answer (a 2xx carrying Braze's success body), else the right error."""
     status = response.status_code
     if 200 <= status < 300:
-        if not response.content:
-            return {}
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            return {}
+        return _success(response, what)
     message = _message(response)
     if status in (401, 403):
         raise DestinationAuthError(f"{what}: the destination refused the credentials ({status}): {message}")

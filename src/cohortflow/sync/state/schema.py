@@ -41,7 +41,9 @@ sync_members = Table(
     Column("confirmed_at", TS, nullable=False),
 )
 
-# Identifiers that a run could not deliver (op "add" or "remove"), so the next plan can count them as retries.
+# Identifiers the destination *rejected* (a 400 isolating them: certainly not applied), op "add" or "remove".
+# ``runs`` counts the runs that saw the rejection; at the sync's ``quarantine_after_runs`` the identifier is
+# quarantined: no longer planned until ``--retry-rejected`` (see sync/quarantine.py).
 sync_failures = Table(
     "sync_failures",
     metadata,
@@ -53,6 +55,28 @@ sync_failures = Table(
     Column("reason", String(1000), nullable=False),
     Column("run_id", String(36), nullable=False),
     Column("failed_at", TS, nullable=False),
+    Column("runs", Integer, nullable=False, default=1),
+    Column("first_failed_at", TS),
+)
+
+# Batches sent (or about to be) whose answer has not been recorded: written before the request goes out and
+# deleted in the transaction that confirms it. What is left after a crash, a timeout or exhausted retries is
+# *uncertain*: the destination may or may not have applied it, so the next plan sends those identities their
+# current desired state (see docs/sync.md). ``ids`` is a JSON array of [kind, label, value]: one row per
+# batch keeps the happy path to one small insert and one delete per request.
+sync_batches = Table(
+    "sync_batches",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("sync_name", String(200), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("op", String(6), nullable=False),  # add, remove, or carried (uncertainty compacted from older batches)
+    Column("ids", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("status", String(8), nullable=False),  # sending, failed
+    Column("reason", String(1000)),
+    Column("created_at", TS, nullable=False),
+    Index("ix_sync_batches_sync_name", "sync_name"),
 )
 
 sync_runs = Table(

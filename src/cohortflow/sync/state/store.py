@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     delete,
     func,
     literal_column,
@@ -30,15 +31,43 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from cohortflow.clock import Clock, utcnow
+from cohortflow.redact import redact_url
+from cohortflow.sync.errors import StateUnavailable
 from cohortflow.sync.state.database import make_state_engine, migrate
-from cohortflow.sync.state.schema import TS, sync_failures, sync_members, sync_states
+from cohortflow.sync.state.schema import TS, sync_batches, sync_failures, sync_members, sync_states
 from cohortflow.sync.state.snapshot import MembershipSnapshots, default_directory, new_token
 
 IDENTITY_SCHEMA = pa.schema([("kind", pa.string()), ("label", pa.string()), ("value", pa.string())])
 Identity = tuple[str, str, str]  # (kind, label, value)
+
+
+# Uncertainty left by more batches than this is rewritten as fewer, larger rows at plan time.
+COMPACT_BATCHES_OVER = 16
+CARRIED = "carried"
+
+
+def state_unavailable_message(url: str, exc: BaseException) -> str:
+    """One line: which state database (credentials masked) and the driver's first line."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"cannot use the sync state database {redact_url(url)}: {detail[0] if detail else type(exc).__name__}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An identifier the destination rejected, with how many runs saw it rejected."""
+
+    kind: str
+    label: str
+    value: str
+    op: str
+    reason: str
+    runs: int
+    first_failed_at: Any
+    failed_at: Any
 
 
 @dataclass(frozen=True)
@@ -60,9 +89,13 @@ class StateStore:
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> StateStore:
-        engine = make_state_engine(url)
-        if run_migrations:
-            migrate(engine)
+        """Open (and migrate) the state database; StateUnavailable when it cannot be reached."""
+        try:
+            engine = make_state_engine(url)
+            if run_migrations:
+                migrate(engine)
+        except (DBAPIError, ArgumentError, OSError) as exc:
+            raise StateUnavailable(state_unavailable_message(url, exc)) from exc
         return cls(engine, snapshot_dir=default_directory(url))
 
     def close(self) -> None:
@@ -101,6 +134,7 @@ class StateStore:
         )
         conn.execute(delete(sync_members).where(sync_members.c.sync_name == sync_name))
         conn.execute(delete(sync_failures).where(sync_failures.c.sync_name == sync_name))
+        conn.execute(delete(sync_batches).where(sync_batches.c.sync_name == sync_name))
         self._new_members_token(conn, sync_name)
         return True
 
@@ -200,11 +234,16 @@ class StateStore:
         """Confirmed members as a stream of Arrow batches (kind, label, value)."""
         return pa.RecordBatchReader.from_batches(IDENTITY_SCHEMA, self._stream(sync_members, sync_name, chunk))
 
-    def failed(self, sync_name: str, op: str, chunk: int = 50_000, run_id: str | None = None) -> pa.RecordBatchReader:
-        """Identifiers whose ``op`` failed or was rejected (in run ``run_id`` only, when given)."""
+    def failed(
+        self, sync_name: str, op: str, chunk: int = 50_000, run_id: str | None = None, min_runs: int | None = None
+    ) -> pa.RecordBatchReader:
+        """Identifiers whose ``op`` the destination rejected (in run ``run_id`` only, when given; in at least
+        ``min_runs`` runs, when given: the quarantined ones)."""
         cond = sync_failures.c.op == op
         if run_id is not None:
             cond = and_(cond, sync_failures.c.run_id == run_id)
+        if min_runs is not None:
+            cond = and_(cond, sync_failures.c.runs >= min_runs)
         return pa.RecordBatchReader.from_batches(IDENTITY_SCHEMA, self._stream(sync_failures, sync_name, chunk, cond))
 
     def confirmed_set(self, sync_name: str) -> set[Identity]:
@@ -216,20 +255,6 @@ class StateStore:
                 )
             )
             return {(r[0], r[1], r[2]) for r in rows}
-
-    def _insert(self, conn: Connection, table: Any, rows: list[dict[str, Any]], update_cols: Sequence[str]) -> None:
-        if not rows:
-            return
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        if update_cols:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in update_cols}
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-        conn.execute(stmt, rows)
 
     @staticmethod
     def _identities(dialect: str) -> Select[Any]:
@@ -316,25 +341,173 @@ class StateStore:
             self._delete(conn, sync_failures, sync_name, ids, sync_failures.c.op == op)
         return self._new_members_token(conn, sync_name)
 
-    def record_failures(
+    # ------------------------------------------------------------ rejections (and quarantine)
+
+    def record_rejections(
         self, conn: Connection, sync_name: str, op: str, ids: Sequence[Identity], reason: str, run_id: str
-    ) -> None:
+    ) -> int:
+        """Record that the destination rejected ``op`` for ``ids`` in run ``run_id``; return the highest run
+        count among them (a second rejection in the same run does not count twice)."""
+        if not ids:
+            return 0
         now = self.clock()
-        self._insert(
-            conn,
-            sync_failures,
-            [
-                {
-                    "sync_name": sync_name,
-                    "kind": k,
-                    "label": lb,
-                    "value": v,
-                    "op": op,
-                    "reason": reason[:1000],
-                    "run_id": run_id,
-                    "failed_at": now,
-                }
-                for k, lb, v in ids
-            ],
-            ("reason", "run_id", "failed_at"),
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(sync_failures)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[c.name for c in sync_failures.primary_key.columns],
+            set_={
+                "reason": stmt.excluded.reason,
+                "run_id": stmt.excluded.run_id,
+                "failed_at": stmt.excluded.failed_at,
+                "runs": case(
+                    (sync_failures.c.run_id == stmt.excluded.run_id, sync_failures.c.runs),
+                    else_=sync_failures.c.runs + 1,
+                ),
+            },
         )
+        rows = [
+            {
+                "sync_name": sync_name,
+                "kind": k,
+                "label": lb,
+                "value": v,
+                "op": op,
+                "reason": reason[:1000],
+                "run_id": run_id,
+                "failed_at": now,
+                "first_failed_at": now,
+                "runs": 1,
+            }
+            for k, lb, v in ids
+        ]
+        conn.execute(stmt, rows)
+        key = tuple_(sync_failures.c.kind, sync_failures.c.label, sync_failures.c.value)
+        return int(
+            conn.execute(
+                select(func.max(sync_failures.c.runs)).where(
+                    sync_failures.c.sync_name == sync_name,
+                    sync_failures.c.op == op,
+                    key.in_(self._identities(conn.dialect.name)),
+                ),
+                self._identity_params(conn.dialect.name, ids),
+            ).scalar_one()
+            or 0
+        )
+
+    def rejections(self, sync_name: str, limit: int | None = None) -> list[Rejection]:
+        """Rejected identifiers, the most rejected first."""
+        query = (
+            select(sync_failures)
+            .where(sync_failures.c.sync_name == sync_name)
+            .order_by(sync_failures.c.runs.desc(), sync_failures.c.kind, sync_failures.c.label, sync_failures.c.value)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [
+                Rejection(
+                    r.kind, r.label, r.value, r.op, r.reason, int(r.runs), r.first_failed_at or r.failed_at, r.failed_at
+                )
+                for r in conn.execute(query)
+            ]
+
+    def forget_rejections(self, conn: Connection, sync_name: str, op: str, ids: Sequence[Identity]) -> None:
+        """Drop rejections that no longer matter (their identity left the plan)."""
+        self._delete(conn, sync_failures, sync_name, ids, sync_failures.c.op == op)
+
+    # ------------------------------------------------------------ uncertain batches
+
+    def open_batch(self, conn: Connection, sync_name: str, run_id: str, op: str, ids: Sequence[Identity]) -> str:
+        """Record a batch about to be sent; it stays *uncertain* until :meth:`confirm` or :meth:`close_batch`."""
+        batch_id = new_token()
+        conn.execute(
+            sync_batches.insert().values(
+                id=batch_id,
+                sync_name=sync_name,
+                run_id=run_id,
+                op=op,
+                ids=orjson.dumps(list(ids)).decode(),
+                size=len(ids),
+                status="sending",
+                created_at=self.clock(),
+            )
+        )
+        return batch_id
+
+    def close_batch(self, conn: Connection, batch_id: str) -> None:
+        """The batch's outcome is known and recorded: it is no longer uncertain."""
+        conn.execute(delete(sync_batches).where(sync_batches.c.id == batch_id))
+
+    def fail_batch(self, conn: Connection, batch_id: str, reason: str) -> None:
+        """No answer could be had: the batch stays uncertain, with why."""
+        conn.execute(
+            update(sync_batches).where(sync_batches.c.id == batch_id).values(status="failed", reason=reason[:1000])
+        )
+
+    def drop_batches(self, conn: Connection, batch_ids: Sequence[str]) -> None:
+        for start in range(0, len(batch_ids), 500):
+            conn.execute(delete(sync_batches).where(sync_batches.c.id.in_(batch_ids[start : start + 500])))
+
+    def uncertain(self, sync_name: str, run_id: str | None = None) -> tuple[list[str], pa.RecordBatchReader]:
+        """The batches left uncertain (of run ``run_id`` only, when given): their ids and their identities."""
+        query = select(sync_batches.c.id, sync_batches.c.ids).where(sync_batches.c.sync_name == sync_name)
+        if run_id is not None:
+            query = query.where(sync_batches.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(sync_batches.c.created_at, sync_batches.c.id)).all()
+        batch_ids = [r[0] for r in rows]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for _, blob in rows:
+                triples = orjson.loads(blob)
+                if triples:
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array([t[i] for t in triples], pa.string()) for i in range(3)], schema=IDENTITY_SCHEMA
+                    )
+
+        return batch_ids, pa.RecordBatchReader.from_batches(IDENTITY_SCHEMA, batches())
+
+    def uncertain_count(self, sync_name: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.coalesce(func.sum(sync_batches.c.size), 0)).where(sync_batches.c.sync_name == sync_name)
+                ).scalar_one()
+            )
+
+    def compact_uncertain(self, sync_name: str, run_id: str, chunk: int = 10_000) -> None:
+        """Rewrite many uncertain batches as few (distinct identities, ``chunk`` a row), in one transaction.
+
+        Runs that keep failing each leave up to ``concurrency`` batches behind, mostly the same identities
+        again; compacting keeps the uncertain set, and what reading it costs, bounded by its distinct size.
+        """
+        with self.transaction() as conn:
+            rows = conn.execute(
+                select(sync_batches.c.id, sync_batches.c.ids).where(sync_batches.c.sync_name == sync_name)
+            ).all()
+            if len(rows) <= COMPACT_BATCHES_OVER:
+                return
+            distinct = sorted({tuple(t) for _, blob in rows for t in orjson.loads(blob)})
+            self.drop_batches(conn, [r[0] for r in rows])
+            for start in range(0, len(distinct), chunk):
+                part = [cast(Identity, t) for t in distinct[start : start + chunk]]
+                batch_id = self.open_batch(conn, sync_name, run_id, CARRIED, part)
+                self.fail_batch(conn, batch_id, "carried over from earlier runs")
+
+    # ------------------------------------------------------------ reconcile
+
+    def replace_members(self, conn: Connection, sync_name: str, batches: Iterator[pa.RecordBatch]) -> str:
+        """Make confirmed membership exactly ``batches`` (read from the destination itself) and forget every
+        uncertain batch: what the destination holds is now known. Returns the new token."""
+        conn.execute(delete(sync_members).where(sync_members.c.sync_name == sync_name))
+        conn.execute(delete(sync_batches).where(sync_batches.c.sync_name == sync_name))
+        now = self.clock()
+        for batch in batches:
+            kinds, labels, values = (batch.column(i).to_pylist() for i in range(3))
+            rows = [
+                {"sync_name": sync_name, "kind": k, "label": lb, "value": v, "confirmed_at": now}
+                for k, lb, v in zip(kinds, labels, values, strict=True)
+            ]
+            for start in range(0, len(rows), 10_000):
+                conn.execute(sync_members.insert(), rows[start : start + 10_000])
+        return self._new_members_token(conn, sync_name)
