@@ -163,6 +163,9 @@ class FakeBraze:
         self.bad_values: set[str] = set()
         self.delay = 0.0
         self.fail_next: list[int | str] = []
+        # (status, body) answered to every /cohorts/users request instead of applying it (a broken proxy).
+        self.answer_override: tuple[int, Any] | None = None
+        self.miscount = 0  # added to the ``received`` it reports (a receiver that did not apply what was sent)
         self.rng = random.Random(7)
         self.lock = threading.Lock()
         fake = self
@@ -176,6 +179,7 @@ class FakeBraze:
                 raw = self.rfile.read(length)
                 status, payload, headers = fake.handle(self.path, raw)
                 if status == 0:
+                    self.close_connection = True  # no answer: the client sees the connection drop
                     return
                 body = json.dumps(payload).encode()
                 try:
@@ -207,9 +211,9 @@ class FakeBraze:
 
     # -------------------------------------------------------------- behaviour
 
-    def _fault(self) -> int | str | None:
+    def _fault(self, membership: bool) -> int | str | None:
         with self.lock:
-            if self.fail_next:
+            if self.fail_next and membership:  # fail_next: the next /cohorts/users requests only
                 return self.fail_next.pop(0)
             if self.fault_rate and self.rng.random() < self.fault_rate:
                 return self.rng.choice(self.faults)
@@ -258,6 +262,9 @@ class FakeBraze:
                     )
                 ]
                 record = Request(now, path, 201, req.cohort_id, [(k, v, rm) for k, v, _, rm in ids])
+                if self.answer_override is not None:
+                    record.status = self.answer_override[0]
+                    return self._logged(record, *self.answer_override)
                 fault = self._inject(record)
                 if fault is not None:
                     return fault
@@ -284,8 +291,10 @@ class FakeBraze:
                             counts["unchanged"] += 1
                 if record.timed_out:
                     # The change is applied but the client never hears back: a retry must be harmless.
-                    time.sleep(self.timeout_sleep)
+                    if record.status != -1:
+                        time.sleep(self.timeout_sleep)
                     return 0, None, {}
+                counts["received"] += self.miscount
                 return self._logged(record, 201, {"message": "success", **counts})
             return self._logged(Request(now, path, 404), 404, {"message": "Not found"})
         except WireValidationError as exc:
@@ -293,15 +302,18 @@ class FakeBraze:
 
     def _inject(self, record: Request) -> tuple[int, Any, dict[str, str]] | None:
         """A fault answer for this request, or None. A timeout is logged and applied, then never answered."""
-        fault = self._fault()
+        fault = self._fault(record.path.endswith("/cohorts/users"))
         if fault is None:
             return None
-        if fault == "timeout":
-            record.status = 0
+        if fault in ("timeout", "lost"):
+            # "lost": applied, then the connection drops at once (status -1 in the log); "timeout": applied,
+            # then no answer before the client gives up.
+            record.status = 0 if fault == "timeout" else -1
             record.timed_out = True
             self._logged(record, 0, None)
             if not record.path.endswith("/cohorts/users"):
-                time.sleep(self.timeout_sleep)
+                if fault == "timeout":
+                    time.sleep(self.timeout_sleep)
                 return 0, None, {}
             return None
         assert isinstance(fault, int)
@@ -323,6 +335,99 @@ class FakeBraze:
 
     def membership_requests(self) -> list[Request]:
         return [r for r in self.log if r.path.endswith("/cohorts/users")]
+
+
+# ------------------------------------------------------------------ a faulty network in front of a real server
+
+
+class FaultProxy:
+    """A loopback proxy to a real server that injects what a network and a busy receiver do.
+
+    Per request, with probability ``rate``, one of ``faults``:
+    ``429`` / ``423`` / ``500`` / ``503`` answered without forwarding; ``drop``: the connection closes before
+    forwarding; ``lost``: forwarded (the server applies it), then the connection closes without the answer;
+    ``slow``: forwarded, then the answer is held past the client's timeout. ``answer`` set to (status, body)
+    answers every request itself without forwarding (a broken proxy). ``counts`` tallies what happened.
+    """
+
+    FAULTS: tuple[str, ...] = ("429", "423", "500", "503", "drop", "lost", "slow")
+
+    def __init__(self, upstream: str, *, rate: float = 0.0, seed: int = 1, slow_seconds: float = 1.0) -> None:
+        self.upstream = upstream
+        self.rate = rate
+        self.faults: tuple[str, ...] = self.FAULTS
+        self.slow_seconds = slow_seconds
+        self.answer: tuple[int, Any] | None = None
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.client = httpx.Client(base_url=upstream, timeout=60)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                fault = proxy._choose()
+                if proxy.answer is not None:
+                    self._reply(proxy.answer[0], json.dumps(proxy.answer[1]).encode(), {})
+                    return
+                if fault in ("429", "423", "500", "503"):
+                    headers = {"content-type": "application/json"}
+                    if fault == "429":
+                        headers["retry-after"] = "0"
+                    self._reply(int(fault), json.dumps({"message": f"injected {fault}"}).encode(), headers)
+                    return
+                if fault == "drop":
+                    self.close_connection = True
+                    return
+                answer = proxy.client.post(self.path, content=raw, headers={"content-type": "application/json"})
+                if fault == "lost":
+                    self.close_connection = True
+                    return
+                if fault == "slow":
+                    time.sleep(proxy.slow_seconds)
+                    self.close_connection = True
+                    return
+                keep = {k: v for k, v in answer.headers.items() if k.lower() in ("content-type", "retry-after")}
+                self._reply(answer.status_code, answer.content, keep)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _choose(self) -> str | None:
+        with self.lock:
+            fault = self.rng.choice(self.faults) if self.rate and self.rng.random() < self.rate else None
+            key = fault or "forwarded"
+            self.counts[key] = self.counts.get(key, 0) + 1
+            return fault
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.client.close()
 
 
 # ------------------------------------------------------------------ the real platform
