@@ -306,13 +306,38 @@ def test_users_before_cohorts_creates_cohort_named_by_its_id(
     assert members(runtime, tenant, "cohort-xyz") == {user}
 
 
-def test_empty_changes_with_valid_keys_is_2xx(client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant) -> None:
-    r = post_users(client, tenant, "probe")
+def test_empty_changes_with_valid_keys_is_a_pure_credential_check(
+    client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant, database_url: str
+) -> None:
+    from tests.platform.test_cli import ok_json
+
+    probe = f"made-up-{uuid.uuid4().hex[:8]}"
+    before = snapshot(runtime, tenant.workspace_id)
+    r = post_users(client, tenant, probe)
     assert r.status_code == 201
     assert r.json() == {"message": "success", "received": 0, "matched": 0, "unmatched": 0,
                         "added": 0, "removed": 0, "unchanged": 0}
-    r = post_users(client, tenant, "probe", {"user_ids": []}, {"device_ids": [], "should_remove": True})
+    # Change objects that name no identifier at all are the same check.
+    r = post_users(client, tenant, probe, {"user_ids": []}, {"device_ids": [], "aliases": [], "should_remove": True})
     assert r.status_code == 201
+    assert r.json()["received"] == 0
+
+    assert cohort_pk(runtime, tenant, probe) is None
+    assert snapshot(runtime, tenant.workspace_id) == before
+    with runtime.transaction() as conn:
+        audit_count = conn.execute(
+            select(func.count()).select_from(cohort_imports).where(cohort_imports.c.workspace_id == tenant.workspace_id)
+        ).scalar_one()
+        last_used = conn.execute(
+            select(data_import_keys.c.last_used_at).where(data_import_keys.c.workspace_id == tenant.workspace_id)
+        ).scalar_one()
+    assert audit_count == 0
+    assert last_used is not None  # the check still counts as a use of the key
+    listed = ok_json(database_url, "cohort", "list", "-w", tenant.workspace_id)
+    assert listed == []
+    catalogue = client.get("/segments/filters", headers={"Authorization": f"Bearer {tenant.rest_api_key}"})
+    assert catalogue.status_code == 200
+    assert probe not in catalogue.text
 
 
 def test_exactly_1000_identifiers_pass_and_1001_fail(

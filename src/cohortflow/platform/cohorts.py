@@ -213,7 +213,13 @@ def import_changes(
 
     Unknown identifiers are skipped and counted, never creating a user. Adding a member or removing a non-member
     counts as ``unchanged``. Call inside :func:`~cohortflow.platform.store.locking.bounded_transaction`.
+
+    A request naming no identifier at all (``cohort_changes: []``, or only empty lists) is how connectors check
+    their credentials: it writes nothing, so a probe with a made-up ``cohort_id`` leaves no phantom cohort in the
+    segment filter's dropdown and no audit row.
     """
+    if not any(change.identifier_count for change in changes):
+        return ImportCounts()
     now = now or utcnow()
     # No user this import matches can be removed before it commits (merges and deletions wait for it).
     lock_workspace_memberships(conn, workspace_id, exclusive=False)
