@@ -375,12 +375,13 @@ def test_audit_records_every_validated_import(client: httpx.Client, runtime: Pla
     add_users(runtime, tenant.workspace_id, ["m1", "m2"])
     post_users(client, tenant, "audited", {"user_ids": ["m1", "m2"] + [f"ghost-{i}" for i in range(30)]})
     post_users(client, tenant, "audited", {"user_ids": ["m1"], "should_remove": True})
-    post_users(client, tenant, "audited")
+    post_users(client, tenant, "audited", {"user_ids": ["ghost-0"], "should_remove": True})
+    post_users(client, tenant, "audited")  # a credential check: no audit row
     with runtime.transaction() as conn:
         pk = cohorts_domain.get_cohort(conn, tenant.workspace_id, tenant.partner, "audited").pk
         records = audit.recent_imports(conn, pk)
     assert [(r.received, r.matched, r.unmatched, r.added, r.removed, r.unchanged) for r in records] == [
-        (0, 0, 0, 0, 0, 0), (1, 1, 0, 0, 1, 0), (32, 2, 30, 2, 0, 0)]
+        (1, 0, 1, 0, 0, 0), (1, 1, 0, 0, 1, 0), (32, 2, 30, 2, 0, 0)]
     assert records[2].unmatched_sample == [{"user_id": f"ghost-{i}"} for i in range(20)]
     assert records[0].at >= records[1].at >= records[2].at
     rows = audit_rows(runtime, tenant, "audited")
@@ -388,8 +389,8 @@ def test_audit_records_every_validated_import(client: httpx.Client, runtime: Pla
 
 
 def test_audit_retention_prunes_old_rows(client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant) -> None:
-    post_users(client, tenant, "old")
-    post_users(client, tenant, "old")
+    post_users(client, tenant, "old", {"user_ids": ["ghost"]})
+    post_users(client, tenant, "old", {"user_ids": ["ghost"]})
     first = audit_rows(runtime, tenant, "old")[0]
     with runtime.transaction() as conn:
         conn.execute(update(cohort_imports).where(cohort_imports.c.id == first["id"])
@@ -413,7 +414,7 @@ def test_server_prunes_expired_audit_rows_on_its_own(
     proc = start_server(database_url, extra_env={"COHORTFLOW_PLATFORM__AUDIT_RETENTION_DAYS": "2"})
     try:
         with httpx.Client(base_url=proc.base_url, timeout=30) as client:
-            assert post_users(client, tenant, "aged").status_code == 201
+            assert post_users(client, tenant, "aged", {"user_ids": ["ghost"]}).status_code == 201
             deadline = time.monotonic() + 20
             while len(audit_rows(runtime, tenant, "aged")) != 2 and time.monotonic() < deadline:
                 time.sleep(0.1)

@@ -1,6 +1,7 @@
 """Braze's partner cohort import API: ``POST /partners/{partner}/cohorts`` and ``.../cohorts/users``.
 
-Plus the cohort-list extension ``POST /partners/{partner}/cohorts/list``. Credentials travel in the JSON body,
+Plus two extensions not in Braze: the cohort list ``POST /partners/{partner}/cohorts/list`` and the membership
+export ``POST /partners/{partner}/cohorts/members``. Credentials travel in the JSON body,
 as Braze defines it. Every request goes through the same steps, in this order:
 
 1. decode the body (400 if it is not a JSON object; 413 over 4 MB is the body-size middleware's);
@@ -27,7 +28,7 @@ from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from cohortflow.platform import audit, cohorts
+from cohortflow.platform import audit, cohort_export, cohorts
 from cohortflow.platform.api.body import json_object
 from cohortflow.platform.api.deps import Runtime
 from cohortflow.platform.api.errors import MessageResponse
@@ -37,6 +38,7 @@ from cohortflow.platform.partners import Partner, authenticate_partner
 from cohortflow.platform.ratelimit import RateLimitStatus
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.store.locking import bounded_transaction
+from cohortflow.wire.cohort_export import CohortMembersPage, CohortMembersRequest, parse_cohort_members_request
 from cohortflow.wire.cohort_import import (
     CohortListRequest,
     CohortListResponse,
@@ -157,6 +159,18 @@ def _list(runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]) -> 
     return listing.model_dump(mode="json"), budget
 
 
+def _members(runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]) -> tuple[bytes, RateLimitStatus]:
+    partner, budget = _spend_budget(runtime, path_partner, body)
+    with runtime.transaction() as conn:
+        grant = authenticate_client_secret(conn, partner, body.get("client_secret"))
+        request = parse_cohort_members_request(body)
+        page = cohort_export.export_members(
+            conn, grant.workspace_id, partner.id, request.cohort_id, cursor=request.cursor, limit=request.limit
+        )
+    # Serialized here, in the worker thread: a 10,000-member page is worth keeping off the event loop.
+    return orjson.dumps(page.model_dump(mode="json")), budget
+
+
 def _prune_audit(runtime: PlatformRuntime) -> None:
     try:
         with runtime.transaction() as conn:
@@ -217,3 +231,22 @@ async def list_partner_cohorts(partner: str, request: Request, runtime: Runtime)
     body = await json_object(request)
     listing, budget = await run_in_threadpool(_list, runtime, partner, body)
     return _json(listing, 200, _rate_headers(budget))
+
+
+@router.post(
+    "/cohorts/members",
+    response_model=CohortMembersPage,
+    responses={status: doc for status, doc in _ERRORS.items() if status != 423},
+    summary="Export a cohort's members, page by page (extension, not in Braze)",
+    description=(
+        "The keys travel in the body, never in the URL. Members come in a stable order; pass `next_cursor` back "
+        "as `cursor` for the next page (`null` on the last one). `limit` is 1-10,000 (default 5,000). "
+        "`device_ids` are listed for anonymous users only, the only users a device id matches. A cohort never "
+        "created answers `exists: false` with no members."
+    ),
+    openapi_extra=_request_body(CohortMembersRequest),
+)
+async def export_cohort_members(partner: str, request: Request, runtime: Runtime) -> Response:
+    body = await json_object(request)
+    content, budget = await run_in_threadpool(_members, runtime, partner, body)
+    return Response(content, 200, _rate_headers(budget), "application/json")
