@@ -137,7 +137,7 @@ def new_credentials(conn: Connection, ws_id: str) -> dict[str, str]:
         "partner": partner,
         "partner_api_key": new_partner.api_key.plain,
         "client_secret": import_key.plain,
-        "rest_api_key": create_rest_api_key(conn, ws_id, "bench").plain,
+        "rest_api_key": create_rest_api_key(conn, ws_id, "bench")[1].plain,
     }
 
 

@@ -88,8 +88,7 @@ def seed(engine: Engine, n: int) -> float:
         )
         partner_id = conn.execute(
             text(
-                "INSERT INTO partners (name, display_name, api_key_hash, api_key_prefix, created_at) "
-                "VALUES (:p, 'Hightouch', md5(random()::text), 'bench', now()) RETURNING id"
+                "INSERT INTO partners (name, display_name, created_at) VALUES (:p, 'Hightouch', now()) RETURNING id"
             ),
             {"p": PARTNER},
         ).scalar_one()

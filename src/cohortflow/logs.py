@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 _SECRET_FIELD = re.compile(r"(secret|api_key|apikey|password|token|authorization|key$)", re.IGNORECASE)
-_KEY_LIKE = re.compile(r"\b(cf(?:rest|app|partner|dik))_[A-Za-z0-9_-]{8,}")
+_KEY_LIKE = re.compile(r"\b(cf(?:rest|app|partner|dik|op))_[A-Za-z0-9_-]{8,}")
 
 
 def _mask(value: Any) -> Any:

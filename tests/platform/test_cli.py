@@ -91,10 +91,10 @@ def test_workspace_create_prints_id_endpoint_and_working_keys(cli_url: str) -> N
     runtime = open_runtime(cli_url)
     try:
         with runtime.transaction() as conn:
-            assert authenticate_rest_key(conn, rest_key.group(1)) == ws_id.group(1)
-            assert authenticate_app_key(conn, app_key.group(1)) == ws_id.group(1)
-            assert authenticate_rest_key(conn, created["rest_api_key"]) == created["id"]
-            assert authenticate_app_key(conn, created["app_key"]) == created["id"]
+            assert authenticate_rest_key(conn, rest_key.group(1)).workspace_id == ws_id.group(1)
+            assert authenticate_app_key(conn, app_key.group(1)).workspace_id == ws_id.group(1)
+            assert authenticate_rest_key(conn, created["rest_api_key"]).workspace_id == created["id"]
+            assert authenticate_app_key(conn, created["app_key"]).workspace_id == created["id"]
     finally:
         runtime.close()
 

@@ -49,7 +49,8 @@ def test_members_carry_their_identifiers_and_devices_only_when_anonymous(
         "exists": True,
         "members": [
             {"external_id": "ext-1", "device_ids": [],
-             "aliases": [{"alias_name": "crm-1", "alias_label": "crm_id"}, {"alias_name": "1@x", "alias_label": "email"}]},
+             "aliases": [{"alias_name": "crm-1", "alias_label": "crm_id"},
+                         {"alias_name": "1@x", "alias_label": "email"}]},
             {"external_id": None, "aliases": [{"alias_name": "crm-2", "alias_label": "crm_id"}], "device_ids": []},
             {"external_id": None, "aliases": [], "device_ids": ["dev-a", "dev-b"]},
             {"external_id": "ext-later", "aliases": [], "device_ids": []},

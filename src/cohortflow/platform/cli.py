@@ -8,44 +8,43 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 import click
 from sqlalchemy import Connection
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from cohortflow.errors import CohortflowError
 from cohortflow.keys import IssuedKey
 from cohortflow.platform import import_keys, partners, workspaces
+from cohortflow.platform.cli_common import (
+    emit,
+    json_option,
+    one_line,
+    open_runtime,
+    partner_option,
+    resolve_workspace,
+    rest_endpoint,
+    safe_database_url,
+    table,
+    transaction,
+    when,
+    workspace_option,
+)
 from cohortflow.platform.errors import NotFound
 from cohortflow.platform.import_keys import ImportKeyInfo
+from cohortflow.platform.keys_cli import (
+    app_key_group,
+    operator_token_group,
+    register_partner_key_commands,
+    rest_key_group,
+)
 from cohortflow.platform.messaging_cli import campaign_group, canvas_group, worker_group
-from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.segments_cli import segment_group
-from cohortflow.settings import PlatformSettings, get_settings
+from cohortflow.settings import get_settings
 
 QUICKSTART_WORKSPACE = "default"
 QUICKSTART_PARTNER = "hightouch"
-
-
-def open_runtime() -> PlatformRuntime:
-    return PlatformRuntime.open(get_settings().platform)
-
-
-def _safe_database_url() -> str:
-    try:
-        return make_url(get_settings().platform.database_url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(unparsable URL)"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class _PlatformGroup(click.Group):
@@ -57,67 +56,7 @@ class _PlatformGroup(click.Group):
         except CohortflowError as exc:
             raise click.ClickException(exc.message) from exc
         except SQLAlchemyError as exc:
-            raise click.ClickException(f"platform database {_safe_database_url()} failed: {_one_line(exc)}") from exc
-
-
-@contextmanager
-def transaction() -> Iterator[Connection]:
-    """One unit of work on a freshly opened (and migrated) runtime."""
-    runtime = open_runtime()
-    try:
-        with runtime.transaction() as conn:
-            yield conn
-    finally:
-        runtime.close()
-
-
-def emit(as_json: bool, payload: Any, human: str) -> None:
-    """Print ``payload`` as JSON for scripts or ``human`` for people."""
-    click.echo(json.dumps(payload, default=_json_default, indent=2, ensure_ascii=False) if as_json else human)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "never"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
-workspace_option = click.option("--workspace", "-w", "workspace_ref", required=True, help="Workspace id (or name).")
-partner_option = click.option("--partner", "-p", "partner_name", required=True, help="Partner name, e.g. hightouch.")
-
-
-def resolve_workspace(conn: Connection, ref: str) -> str:
-    """A workspace id from an id or, when unambiguous, a name (quickstart's workspace is "default")."""
-    try:
-        return str(workspaces.get_workspace(conn, ref)["id"])
-    except NotFound:
-        named = [w for w in workspaces.list_workspaces(conn) if w["name"] == ref]
-        if len(named) == 1:
-            return str(named[0]["id"])
-        if len(named) > 1:
-            raise click.ClickException(f"{len(named)} workspaces are named {ref!r}; use the workspace id") from None
-        raise
-
-
-def rest_endpoint(settings: PlatformSettings, host: str | None = None, port: int | None = None) -> str:
-    """The REST endpoint users give their partner: the configured public base URL.
-
-    When the operator did not configure one but chose where to serve, the served address is the truth.
-    """
-    if "public_base_url" in settings.model_fields_set or (host is None and port is None):
-        return settings.public_base_url.rstrip("/")
-    return f"http://{host or settings.host}:{port or settings.port}"
+            raise click.ClickException(f"platform database {safe_database_url()} failed: {one_line(exc)}") from exc
 
 
 @click.group("platform", cls=_PlatformGroup)
@@ -204,7 +143,7 @@ def workspace_list(as_json: bool) -> None:
     with transaction() as conn:
         rows = workspaces.list_workspaces(conn)
     payload = [{"id": r["id"], "name": r["name"], "created_at": r["created_at"]} for r in rows]
-    human = _table(["ID", "NAME", "CREATED"], [[r["id"], r["name"], _when(r["created_at"])] for r in payload])  # type: ignore[arg-type]
+    human = table(["ID", "NAME", "CREATED"], [[r["id"], r["name"], when(r["created_at"])] for r in payload])  # type: ignore[arg-type]
     emit(as_json, payload, human if rows else "No workspaces yet: cohortflow platform workspace create NAME")
 
 
@@ -247,7 +186,7 @@ def partner_list(as_json: bool) -> None:
     with transaction() as conn:
         rows = partners.list_partners(conn)
     payload = [{"name": p.name, "display_name": p.display_name} for p in rows]
-    human = _table(["NAME", "DISPLAY NAME"], [[p.name, p.display_name] for p in rows])
+    human = table(["NAME", "DISPLAY NAME"], [[p.name, p.display_name] for p in rows])
     emit(as_json, payload, human if rows else "No partners yet: cohortflow platform partner create NAME")
 
 
@@ -305,13 +244,13 @@ def import_key_list(workspace_ref: str, partner_name: str, as_json: bool) -> Non
         [
             i.id,
             i.masked_key,
-            _when(i.created_at),
-            _when(i.last_used_at),
-            "active" if i.active else f"invalidated {_when(i.invalidated_at)}",
+            when(i.created_at),
+            when(i.last_used_at),
+            "active" if i.active else f"invalidated {when(i.invalidated_at)}",
         ]
         for i in infos
     ]
-    human = _table(["ID", "KEY", "CREATED", "LAST USED", "STATE"], rows) if infos else "No data import keys."
+    human = table(["ID", "KEY", "CREATED", "LAST USED", "STATE"], rows) if infos else "No data import keys."
     emit(as_json, [_key_payload(i) for i in infos], human)
 
 
@@ -368,11 +307,11 @@ def cohort_list(workspace_ref: str | None, partner_name: str | None, as_json: bo
             for info in cohorts.list_cohorts(conn, ws_id, partner_name=partner_name)
         ]
     rows = [
-        [p["workspace_id"], p["partner"], p["cohort_id"], p["name"], p["size"], _when(p["last_import_at"])]
+        [p["workspace_id"], p["partner"], p["cohort_id"], p["name"], p["size"], when(p["last_import_at"])]
         for p in payload
     ]
     human = (
-        _table(["WORKSPACE", "PARTNER", "COHORT ID", "NAME", "SIZE", "LAST IMPORT"], rows) if rows else "No cohorts."
+        table(["WORKSPACE", "PARTNER", "COHORT ID", "NAME", "SIZE", "LAST IMPORT"], rows) if rows else "No cohorts."
     )
     emit(as_json, payload, human)
 
@@ -411,17 +350,17 @@ def cohort_show(workspace_ref: str, partner_name: str, cohort_id: str, limit: in
         f"  workspace    {workspace_id}",
         f"  partner      {info.partner}",
         f"  size         {info.size}",
-        f"  created      {_when(info.created_at)}",
-        f"  last import  {_when(info.last_import_at)}",
+        f"  created      {when(info.created_at)}",
+        f"  last import  {when(info.last_import_at)}",
         "",
     ]
     if import_payload:
         lines.append(f"Recent imports (newest first, at most {limit}):")
-        table = _table(
+        imports_table = table(
             ["AT", *(c.upper() for c in counts)],
-            [[_when(r["at"]), *(r[c] for c in counts)] for r in import_payload],
+            [[when(r["at"]), *(r[c] for c in counts)] for r in import_payload],
         )
-        lines.extend("  " + line for line in table.splitlines())
+        lines.extend("  " + line for line in imports_table.splitlines())
         samples = [s for r in import_payload for s in r["unmatched_sample"]]
         if samples:
             shown = ", ".join(_identifier(s) for s in samples[:10])
@@ -513,6 +452,10 @@ def quickstart(host: str | None, port: int | None, as_json: bool) -> None:
     _serve(host, port, 1)
 
 
+register_partner_key_commands(partner_group)
+platform_group.add_command(rest_key_group)
+platform_group.add_command(app_key_group)
+platform_group.add_command(operator_token_group)
 platform_group.add_command(segment_group)
 platform_group.add_command(campaign_group)
 platform_group.add_command(canvas_group)

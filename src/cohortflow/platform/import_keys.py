@@ -8,21 +8,20 @@ the old one. Invalidation takes effect at the next request, since every request 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, insert, select
 
 from cohortflow.clock import as_utc, utcnow
-from cohortflow.keys import IssuedKey, digests_match, hash_key, issue_key, masked
-from cohortflow.platform.errors import AuthenticationFailed, NotFound
+from cohortflow.keys import IssuedKey, issue_key, masked
+from cohortflow.platform import key_store
+from cohortflow.platform.errors import AuthenticationFailed
 from cohortflow.platform.partners import Partner, get_partner
 from cohortflow.platform.store.schema import data_import_keys
 from cohortflow.platform.workspaces import get_workspace
 from cohortflow.wire.cohort_import import Messages, mask_secret
 
 IMPORT_KEY_KIND = "cfdik"
-# Writing last_used_at on every request would make each import contend on the key row.
-_LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -100,57 +99,24 @@ def _info(row: object, partner: Partner) -> ImportKeyInfo:
 def invalidate_import_key(conn: Connection, workspace_id: str, partner_name: str, key_ref: str) -> ImportKeyInfo:
     """Invalidate one live key, named by its id or its displayed prefix (with or without the ellipsis)."""
     partner = get_partner(conn, partner_name)
-    ref = key_ref.strip().rstrip("…")
-    where = [
-        data_import_keys.c.workspace_id == workspace_id,
-        data_import_keys.c.partner_id == partner.id,
-        data_import_keys.c.invalidated_at.is_(None),
-    ]
-    match = data_import_keys.c.display_prefix == ref
-    if ref.isdigit():
-        match = or_(match, data_import_keys.c.id == int(ref))
-    rows = conn.execute(select(data_import_keys).where(*where, match)).all()
-    if not rows:
-        raise NotFound(f"no active data import key {key_ref!r} for partner {partner.name!r} in {workspace_id!r}")
-    if len(rows) > 1:
-        raise NotFound(f"{key_ref!r} names more than one key; use the key id")
-    now = utcnow()
-    conn.execute(update(data_import_keys).where(data_import_keys.c.id == rows[0].id).values(invalidated_at=now))
-    row = conn.execute(select(data_import_keys).where(data_import_keys.c.id == rows[0].id)).one()
-    return _info(row, partner)
+    scope = [data_import_keys.c.workspace_id == workspace_id, data_import_keys.c.partner_id == partner.id]
+    what = f"data import key for partner {partner.name!r} in {workspace_id!r}:"
+    row = key_store.live_key_by_ref(conn, data_import_keys, scope, key_ref, what)
+    key_store.end_key(conn, data_import_keys, int(row.id))
+    return _info(conn.execute(select(data_import_keys).where(data_import_keys.c.id == row.id)).one(), partner)
 
 
 def authenticate_client_secret(conn: Connection, partner: Partner, client_secret: object) -> ImportKeyGrant:
     """Resolve a ``client_secret`` (data import key) to the workspace it opens, for ``partner`` only."""
-    if not isinstance(client_secret, str) or not client_secret:
-        raise AuthenticationFailed(Messages.INVALID_CLIENT_SECRET)
-    digest = hash_key(client_secret)
-    row = conn.execute(
-        select(
-            data_import_keys.c.id,
-            data_import_keys.c.workspace_id,
-            data_import_keys.c.partner_id,
-            data_import_keys.c.key_hash,
-            data_import_keys.c.last_used_at,
-        ).where(data_import_keys.c.key_hash == digest, data_import_keys.c.invalidated_at.is_(None))
-    ).first()
-    if row is None or not digests_match(row.key_hash, digest):
+    row = key_store.find_live(
+        conn, data_import_keys, client_secret, data_import_keys.c.workspace_id, data_import_keys.c.partner_id
+    )
+    if row is None:
         raise AuthenticationFailed(Messages.INVALID_CLIENT_SECRET)
     if int(row.partner_id) != partner.id:
+        assert isinstance(client_secret, str)
         raise AuthenticationFailed(Messages.PARTNER_NOT_ENABLED.format(masked_secret=mask_secret(client_secret)))
-    now = utcnow()
-    if row.last_used_at is None or as_utc(row.last_used_at) < now - _LAST_USED_RESOLUTION:
-        conn.execute(
-            update(data_import_keys)
-            .where(data_import_keys.c.id == row.id)
-            .where(
-                or_(
-                    data_import_keys.c.last_used_at.is_(None),
-                    data_import_keys.c.last_used_at < now - _LAST_USED_RESOLUTION,
-                )
-            )
-            .values(last_used_at=now)
-        )
+    key_store.touch_last_used(conn, data_import_keys, row)
     return ImportKeyGrant(key_id=int(row.id), workspace_id=str(row.workspace_id), partner_id=partner.id)
 
 

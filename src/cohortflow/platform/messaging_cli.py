@@ -19,6 +19,7 @@ import click
 import yaml
 from sqlalchemy import Connection
 
+from cohortflow.platform.cli_common import resolve_workspace
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.messaging import campaigns, canvas, worker
 from cohortflow.platform.runtime import PlatformRuntime
@@ -47,9 +48,6 @@ def _transaction() -> Iterator[Connection]:
 
 
 def _workspace(conn: Connection, ref: str) -> str:
-    # Imported here: cohortflow.platform.cli registers this module's groups, so a top-level import would cycle.
-    from cohortflow.platform.cli import resolve_workspace
-
     return resolve_workspace(conn, ref)
 
 

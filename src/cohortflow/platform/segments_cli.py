@@ -16,6 +16,7 @@ import click
 from sqlalchemy import Connection
 
 from cohortflow.clock import utcnow
+from cohortflow.platform.cli_common import resolve_workspace, transaction
 from cohortflow.platform.segments import service
 from cohortflow.platform.segments.filters import dump_filter
 
@@ -24,9 +25,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @contextmanager
 def _workspace_transaction(workspace_ref: str) -> Iterator[tuple[Connection, str]]:
-    # Imported here: cohortflow.platform.cli imports this module to register the group.
-    from cohortflow.platform.cli import resolve_workspace, transaction
-
     with transaction() as conn:
         yield conn, resolve_workspace(conn, workspace_ref)
 

@@ -1,19 +1,26 @@
-"""Workspaces and their REST API keys and SDK app keys."""
+"""Workspaces and their keys: REST API keys (``Authorization: Bearer``) and SDK app keys (``api_key``).
+
+Both kinds have the same lifecycle: create (the key is shown once), list (masked, with last use), revoke. Several
+may be live at once, so a key is rotated by creating the new one, moving clients to it, and revoking the old one.
+"""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, Table, insert, select
 
 from cohortflow.clock import utcnow
-from cohortflow.keys import IssuedKey, digests_match, hash_key, issue_key
-from cohortflow.platform.errors import AuthenticationFailed, NotFound
+from cohortflow.keys import IssuedKey
+from cohortflow.platform import key_store
+from cohortflow.platform.errors import AuthenticationFailed, InvalidRequest, NotFound
+from cohortflow.platform.key_store import KeyInfo
 from cohortflow.platform.store.schema import app_keys, rest_api_keys, workspaces
 
 REST_KEY_KIND = "cfrest"
 APP_KEY_KIND = "cfapp"
+MAX_KEY_NAME_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,14 @@ class NewWorkspace:
     name: str
     rest_api_key: IssuedKey
     app_key: IssuedKey
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What an authenticated workspace key grants: its workspace (and which key it was, for self-revocation)."""
+
+    key_id: int
+    workspace_id: str
 
 
 def create_workspace(conn: Connection, name: str) -> NewWorkspace:
@@ -33,13 +48,15 @@ def create_workspace(conn: Connection, name: str) -> NewWorkspace:
     return NewWorkspace(
         id=workspace_id,
         name=name.strip(),
-        rest_api_key=create_rest_api_key(conn, workspace_id),
-        app_key=create_app_key(conn, workspace_id),
+        rest_api_key=create_rest_api_key(conn, workspace_id)[1],
+        app_key=create_app_key(conn, workspace_id)[1],
     )
 
 
-def get_workspace(conn: Connection, workspace_id: str) -> dict[str, object]:
-    row = conn.execute(select(workspaces).where(workspaces.c.id == workspace_id)).mappings().first()
+def get_workspace(conn: Connection, workspace_id: str, *, for_update: bool = False) -> dict[str, object]:
+    """The workspace; ``for_update`` locks its row (PostgreSQL) so that key revocations run one at a time."""
+    query = select(workspaces).where(workspaces.c.id == workspace_id)
+    row = conn.execute(query.with_for_update() if for_update else query).mappings().first()
     if row is None:
         raise NotFound(f"workspace {workspace_id!r} does not exist")
     return dict(row)
@@ -49,68 +66,88 @@ def list_workspaces(conn: Connection) -> list[dict[str, object]]:
     return [dict(r) for r in conn.execute(select(workspaces).order_by(workspaces.c.created_at)).mappings()]
 
 
-def _issue(conn: Connection, table: Table, kind: str, workspace_id: str, name: str) -> IssuedKey:
+# --- both key kinds ------------------------------------------------------------------------------------
+
+
+def _create(conn: Connection, table: Table, kind: str, workspace_id: str, name: str) -> tuple[KeyInfo, IssuedKey]:
     get_workspace(conn, workspace_id)
-    key = issue_key(kind)
-    conn.execute(
-        insert(table).values(
-            workspace_id=workspace_id,
-            key_hash=key.digest,
-            display_prefix=key.display_prefix,
-            name=name,
-            created_at=utcnow(),
-        )
-    )
-    return key
+    name = name.strip()
+    if len(name) > MAX_KEY_NAME_LENGTH or "\x00" in name:
+        raise InvalidRequest(f"key name must be at most {MAX_KEY_NAME_LENGTH} characters")
+    return key_store.insert_key(conn, table, kind, workspace_id=workspace_id, name=name)
 
 
-def create_rest_api_key(conn: Connection, workspace_id: str, name: str = "") -> IssuedKey:
-    return _issue(conn, rest_api_keys, REST_KEY_KIND, workspace_id, name)
+def _list(conn: Connection, table: Table, workspace_id: str) -> list[KeyInfo]:
+    get_workspace(conn, workspace_id)
+    return key_store.list_keys(conn, table, [table.c.workspace_id == workspace_id])
 
 
-def create_app_key(conn: Connection, workspace_id: str, name: str = "") -> IssuedKey:
-    return _issue(conn, app_keys, APP_KEY_KIND, workspace_id, name)
+def _authenticate(conn: Connection, table: Table, plain: object, invalid: str) -> KeyGrant:
+    row = key_store.find_live(conn, table, plain, table.c.workspace_id)
+    if row is None:
+        raise AuthenticationFailed(invalid)
+    key_store.touch_last_used(conn, table, row)
+    return KeyGrant(key_id=int(row.id), workspace_id=str(row.workspace_id))
 
 
-def authenticate_rest_key(conn: Connection, plain: str | None) -> str:
-    """The workspace id a live REST API key belongs to."""
+# --- REST API keys -------------------------------------------------------------------------------------
+
+
+def create_rest_api_key(conn: Connection, workspace_id: str, name: str = "") -> tuple[KeyInfo, IssuedKey]:
+    return _create(conn, rest_api_keys, REST_KEY_KIND, workspace_id, name)
+
+
+def list_rest_api_keys(conn: Connection, workspace_id: str) -> list[KeyInfo]:
+    return _list(conn, rest_api_keys, workspace_id)
+
+
+def authenticate_rest_key(conn: Connection, plain: str | None) -> KeyGrant:
+    """The workspace a live REST API key opens; records its use at most once a minute."""
     if not plain:
         raise AuthenticationFailed("Invalid API key: missing Authorization: Bearer header")
-    digest = hash_key(plain)
-    row = conn.execute(
-        select(rest_api_keys.c.id, rest_api_keys.c.workspace_id, rest_api_keys.c.key_hash).where(
-            rest_api_keys.c.key_hash == digest, rest_api_keys.c.revoked_at.is_(None)
+    return _authenticate(conn, rest_api_keys, plain, "Invalid API key")
+
+
+def revoke_rest_api_key(
+    conn: Connection, workspace_id: str, key_ref: str, *, acting_key_id: int | None = None
+) -> KeyInfo:
+    """Revoke a REST API key by id or masked prefix; its next request gets 401.
+
+    ``acting_key_id`` is the key that authenticated an HTTP request: it may revoke itself (the last step of a
+    rotation) unless it is the workspace's last live key, which would lock the workspace out of the API.
+    """
+    # Locked: two keys revoking themselves at once must not both see the other one live.
+    get_workspace(conn, workspace_id, for_update=True)
+    scope = [rest_api_keys.c.workspace_id == workspace_id]
+    row = key_store.live_key_by_ref(conn, rest_api_keys, scope, key_ref, f"REST API key in {workspace_id!r}")
+    if acting_key_id == int(row.id) and key_store.live_count(conn, rest_api_keys, scope) <= 1:
+        raise InvalidRequest(
+            "This REST API key is the workspace's last live key and cannot revoke itself: create another key first"
         )
-    ).first()
-    if row is None or not digests_match(row.key_hash, digest):
-        raise AuthenticationFailed("Invalid API key")
-    return str(row.workspace_id)
+    return key_store.end_key(conn, rest_api_keys, int(row.id))
 
 
-def authenticate_app_key(conn: Connection, plain: str | None) -> str:
-    """The workspace id an SDK app key belongs to."""
+# --- app keys ------------------------------------------------------------------------------------------
+
+
+def create_app_key(conn: Connection, workspace_id: str, name: str = "") -> tuple[KeyInfo, IssuedKey]:
+    """Issue an app key; older ones keep working until revoked (apps in the field still ship them)."""
+    return _create(conn, app_keys, APP_KEY_KIND, workspace_id, name)
+
+
+def list_app_keys(conn: Connection, workspace_id: str) -> list[KeyInfo]:
+    return _list(conn, app_keys, workspace_id)
+
+
+def authenticate_app_key(conn: Connection, plain: str | None) -> KeyGrant:
+    """The workspace an SDK app key belongs to; records its use at most once a minute."""
     if not plain:
         raise AuthenticationFailed("Invalid app key: missing api_key")
-    digest = hash_key(plain)
-    row = conn.execute(
-        select(app_keys.c.workspace_id, app_keys.c.key_hash).where(
-            app_keys.c.key_hash == digest, app_keys.c.revoked_at.is_(None)
-        )
-    ).first()
-    if row is None or not digests_match(row.key_hash, digest):
-        raise AuthenticationFailed("Invalid app key")
-    return str(row.workspace_id)
+    return _authenticate(conn, app_keys, plain, "Invalid app key")
 
 
-def revoke_rest_api_key(conn: Connection, workspace_id: str, display_prefix: str) -> None:
-    result = conn.execute(
-        update(rest_api_keys)
-        .where(
-            rest_api_keys.c.workspace_id == workspace_id,
-            rest_api_keys.c.display_prefix == display_prefix,
-            rest_api_keys.c.revoked_at.is_(None),
-        )
-        .values(revoked_at=utcnow())
-    )
-    if result.rowcount == 0:
-        raise NotFound(f"no live REST API key starting {display_prefix!r} in workspace {workspace_id!r}")
+def revoke_app_key(conn: Connection, workspace_id: str, key_ref: str) -> KeyInfo:
+    get_workspace(conn, workspace_id)
+    scope = [app_keys.c.workspace_id == workspace_id]
+    row = key_store.live_key_by_ref(conn, app_keys, scope, key_ref, f"app key in {workspace_id!r}")
+    return key_store.end_key(conn, app_keys, int(row.id))

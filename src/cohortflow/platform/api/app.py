@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from cohortflow import __version__
 from cohortflow.platform.api.body import BodySizeLimit
 from cohortflow.platform.api.errors import document_errors, install_error_handlers
-from cohortflow.platform.api.routes import campaigns, canvases, health, partners, sdk, segments, users
+from cohortflow.platform.api.routes import campaigns, canvases, health, keys, partners, sdk, segments, users
 from cohortflow.platform.runtime import PlatformRuntime
 
 
@@ -24,6 +24,6 @@ def create_app(runtime: PlatformRuntime) -> FastAPI:
     install_error_handlers(app)
     document_errors(app)
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
-    for module in (health, partners, users, sdk, segments, campaigns, canvases):
+    for module in (health, partners, users, sdk, segments, campaigns, canvases, keys):
         app.include_router(module.router)
     return app

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the runtime, and REST API key authentication."""
+"""FastAPI dependencies: the runtime, and authentication by REST API key or operator token."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cohortflow.platform.operator_tokens import Operator, authenticate_operator
 from cohortflow.platform.runtime import PlatformRuntime
-from cohortflow.platform.workspaces import authenticate_rest_key
+from cohortflow.platform.workspaces import KeyGrant, authenticate_rest_key
 
 _bearer = HTTPBearer(auto_error=False, description="A workspace REST API key")
+_operator_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="OperatorToken",
+    description="An operator token (`cohortflow platform operator-token create`)",
+)
 
 
 def get_runtime(request: Request) -> PlatformRuntime:
@@ -21,13 +27,33 @@ def get_runtime(request: Request) -> PlatformRuntime:
 Runtime = Annotated[PlatformRuntime, Depends(get_runtime)]
 
 
-def rest_workspace(
+def rest_key(
     runtime: Runtime,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The workspace id of the request's REST API key (``Authorization: Bearer``)."""
-    with runtime.engine.connect() as conn:
+) -> KeyGrant:
+    """The request's REST API key (``Authorization: Bearer``): which key, and the workspace it opens.
+
+    Its own short transaction: authentication may record the key's last use (at most once a minute).
+    """
+    with runtime.transaction() as conn:
         return authenticate_rest_key(conn, credentials.credentials if credentials else None)
 
 
+def rest_workspace(grant: Annotated[KeyGrant, Depends(rest_key)]) -> str:
+    """The workspace id of the request's REST API key."""
+    return grant.workspace_id
+
+
+RestKey = Annotated[KeyGrant, Depends(rest_key)]
 RestWorkspace = Annotated[str, Depends(rest_workspace)]
+
+
+def operator(
+    runtime: Runtime,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_operator_bearer)],
+) -> Operator:
+    with runtime.transaction() as conn:
+        return authenticate_operator(conn, credentials.credentials if credentials else None)
+
+
+OperatorAuth = Annotated[Operator, Depends(operator)]

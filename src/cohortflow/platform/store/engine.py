@@ -94,14 +94,25 @@ def alembic_config(engine: Engine) -> Config:
 def migrate(engine: Engine) -> None:
     """Create or upgrade the schema to the newest revision. Safe to call from many processes at once."""
     cfg = alembic_config(engine)
+    sqlite = is_sqlite(engine)
     with engine.connect() as conn:
-        if not is_sqlite(engine):
+        if sqlite:
+            # SQLite's procedure for altering tables (sqlite.org/lang_altertable.html): with foreign keys on, the
+            # DROP of the old copy a batch migration makes of a parent table cascade-deletes its children's rows.
+            # The pragma is a no-op inside a transaction, so it goes to the driver before the migration's BEGIN.
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        else:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         try:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+            if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                raise RuntimeError("a migration left rows that break a foreign key; nothing was committed")
             conn.commit()
         finally:
-            if not is_sqlite(engine):
+            if sqlite:
+                conn.rollback()
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+            else:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 conn.commit()

@@ -56,6 +56,7 @@ app_keys = Table(
     Column("display_prefix", String(32), nullable=False),
     Column("name", String(200), nullable=False, server_default=""),
     Column("created_at", TS, nullable=False),
+    Column("last_used_at", TS),
     Column("revoked_at", TS),
 )
 
@@ -65,9 +66,36 @@ partners = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("name", String(100), nullable=False, unique=True),  # path segment, lower case: "hightouch"
     Column("display_name", String(200), nullable=False),  # "Hightouch": the filter reads "Hightouch Cohorts"
-    Column("api_key_hash", String(64), nullable=False, unique=True),
-    Column("api_key_prefix", String(32), nullable=False),
     Column("created_at", TS, nullable=False),
+)
+
+# A partner's API keys. Usually one is live; during a rotation two are, so the partner can switch over
+# without a failed request, and the old one is revoked afterwards.
+partner_api_keys = Table(
+    "partner_api_keys",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("partner_id", BigId, ForeignKey("partners.id", ondelete="CASCADE"), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("display_prefix", String(32), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_used_at", TS),
+    Column("revoked_at", TS),
+    Index("ix_partner_api_keys_partner_id", "partner_id"),
+)
+
+# Operator tokens authenticate the platform-wide admin API (/admin/...), e.g. partner key rotation, which no
+# workspace's key may do. Created by the CLI (shell access to the platform is the root of trust).
+operator_tokens = Table(
+    "operator_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("display_prefix", String(32), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_used_at", TS),
+    Column("revoked_at", TS),
 )
 
 data_import_keys = Table(

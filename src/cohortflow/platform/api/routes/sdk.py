@@ -43,5 +43,5 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 def data(body: sdk.SdkDataRequest, runtime: Runtime) -> sdk.SdkDataResponse:
     with runtime.transaction() as conn:
-        workspace_id = authenticate_app_key(conn, body.api_key)
+        workspace_id = authenticate_app_key(conn, body.api_key).workspace_id
         return sdk.ingest(conn, workspace_id, body, now=runtime.clock())
