@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from cohortflow.cli import cli as root_cli
 from cohortflow.platform.runtime import PlatformRuntime
-from cohortflow.sync import load_workspace, run_sync
+from cohortflow.sync import list_runs, load_workspace, run_sync
 from cohortflow.wire import Messages
 from tests.support import ServerProcess, Tenant
 from tests.sync.support import FakeBraze, FaultProxy, Warehouse, platform_members, seed_users, write_workspace
@@ -354,3 +355,124 @@ def test_a_broken_proxy_answering_201_without_forwarding(
             proxy.answer = None
             assert run_sync(ws, "vip").status == "succeeded"
     assert platform_members(runtime, tenant.workspace_id, COHORT) == {f"u{i}" for i in range(20)}
+
+
+# ------------------------------------------------------------------ reconcile: drift made behind the sync's back
+
+
+def test_reconcile_repairs_drift_both_ways_and_reports_it(
+    tmp_path: Path, server: ServerProcess, runtime: PlatformRuntime, tenant: Tenant, state_url: str
+) -> None:
+    base = server.base_url
+    seed_users(base, tenant.rest_api_key, [{"external_id": f"u{i}"} for i in range(300)])
+    with httpx.Client(base_url=base, timeout=30) as c:
+        r = c.post(
+            "/users/alias/new",
+            json={"user_aliases": [{"alias_name": "stray@example.com", "alias_label": "email"}]},
+            headers={"authorization": f"Bearer {tenant.rest_api_key}"},
+        )
+        assert r.status_code == 201, r.text
+        assert c.post("/sdk/data", json={"api_key": tenant.app_key, "device_id": "stray-device"}).status_code == 201
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+    warehouse.set_range(range(200))
+    path = write_workspace(
+        tmp_path,
+        endpoint=base,
+        partner=tenant.partner,
+        partner_api_key=tenant.partner_api_key,
+        data_import_key=tenant.client_secret,
+    )
+    assert _cli(path, state_url, "run", "vip", "--no-progress").exit_code == 0
+    # Someone else edits the cohort through the partner API: 15 members vanish, 20 strangers (one known only
+    # by an alias, one anonymous device) appear. The sync's state still believes in its own history.
+    lost = [f"u{i}" for i in range(0, 150, 10)]
+    strangers = [f"u{i}" for i in range(250, 268)]
+    with httpx.Client(base_url=base, timeout=30) as c:
+        r = c.post(
+            f"/partners/{tenant.partner}/cohorts/users",
+            json={
+                **tenant.creds(),
+                "cohort_id": COHORT,
+                "cohort_changes": [
+                    {"user_ids": lost, "should_remove": True},
+                    {
+                        "user_ids": strangers,
+                        "device_ids": ["stray-device"],
+                        "aliases": [{"alias_name": "stray@example.com", "alias_label": "email"}],
+                    },
+                ],
+            },
+        )
+        assert r.status_code == 201 and r.json()["removed"] == 15 and r.json()["added"] == 20, r.text
+    expected = {f"u{i}" for i in range(200)}
+    assert platform_members(runtime, tenant.workspace_id, COHORT) != expected
+    # A normal run cannot see it: its state says nothing changed.
+    normal = json.loads(_cli(path, state_url, "run", "vip", "--no-progress", "--json").output)
+    assert normal["counts"]["adds"] == normal["counts"]["removes"] == 0
+    # A dry run reports the drift and changes nothing.
+    dry = json.loads(_cli(path, state_url, "run", "vip", "--reconcile", "--dry-run", "--json").output)
+    assert dry["counts"]["reconcile"] == {"members": 205, "unwanted_members": 20, "to_add": 15, "to_remove": 20}
+    assert len(platform_members(runtime, tenant.workspace_id, COHORT)) == 205
+    fixed = _cli(path, state_url, "run", "vip", "--reconcile", "--no-progress", "--json")
+    assert fixed.exit_code == 0, fixed.output
+    counts = json.loads(fixed.output)["counts"]
+    assert counts["members_added"] == 15 and counts["members_removed"] == 20
+    assert platform_members(runtime, tenant.workspace_id, COHORT) == expected
+    text = _cli(path, state_url, "run", "vip", "--reconcile", "--no-progress")
+    assert "reconcile: the cohort held 200 member(s), 0 not in the model; planned +0 -0" in text.output
+    with load_workspace(path, state_url=state_url) as ws:
+        assert ws.store.confirmed_set("vip") == _ids(range(200))
+        idle = run_sync(ws, "vip")
+    assert idle.counts["adds"] == idle.counts["removes"] == 0
+
+
+def test_reconcile_needs_a_destination_that_can_export(
+    tmp_path: Path, fake: FakeBraze, warehouse: Warehouse, sqlite_state: str
+) -> None:
+    warehouse.set_range(range(5))
+    path = _fake_workspace(tmp_path, fake)
+    result = _cli(path, sqlite_state, "run", "vip", "--reconcile", "--no-progress")
+    assert result.exit_code == 1
+    assert f"error: {fake.url} offers no cohort export" in result.output
+    assert "real Braze has no such API" in result.output
+
+
+# ------------------------------------------------------------------ one-line errors, masked credentials
+
+
+def test_an_unreachable_state_database_is_one_line_without_its_password(tmp_path: Path, fake: FakeBraze) -> None:
+    path = _fake_workspace(tmp_path, fake)
+    result = _cli(path, "postgresql://cf:s3cret@127.0.0.1:1/state", "runs", "vip")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot use the sync state database postgresql://***@"), lines
+    assert "s3cret" not in result.output
+
+
+def test_credentials_in_an_endpoint_url_are_never_stored_or_printed(
+    tmp_path: Path, fake: FakeBraze, warehouse: Warehouse, sqlite_state: str
+) -> None:
+    fake.users = {"u1"}
+    warehouse.set_range(range(3))
+    endpoint = fake.url.replace("http://", "http://proxyuser:pr0xy-pass@")
+    path = write_workspace(
+        tmp_path,
+        endpoint=endpoint,
+        partner=fake.partner,
+        partner_api_key=fake.partner_api_key,
+        data_import_key=fake.client_secret,
+    )
+    outputs = [
+        _cli(path, sqlite_state, "run", "vip", "--no-progress").output,
+        _cli(path, sqlite_state, "destinations", "test", "platform").output,
+    ]
+    fake.answer_override = (201, {})
+    outputs.append(_cli(path, sqlite_state, "run", "vip", "--full-resync", "--no-progress").output)
+    with load_workspace(path, state_url=sqlite_state) as ws:
+        state = ws.store.get("vip")
+        assert state is not None
+        outputs.append(state.target)
+        for run in (r.id for r in list_runs(ws.store, "vip")):
+            outputs.append(_cli(path, sqlite_state, "run-show", run, "--json").output)
+    assert "***@127.0.0.1" in outputs[0]
+    assert all("pr0xy-pass" not in o and "proxyuser" not in o for o in outputs), outputs

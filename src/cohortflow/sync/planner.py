@@ -135,10 +135,11 @@ class Plan:
 
     def members_truth(self) -> Iterator[pa.RecordBatch]:
         """Reconcile: the confirmed membership read from the destination, as Arrow batches."""
-        reader: pa.RecordBatchReader = self._con.execute("SELECT kind, label, value FROM confirmed").to_arrow_reader(
-            100_000
-        )
-        yield from reader
+        cursor = self._con.cursor()
+        try:
+            yield from cursor.sql("SELECT kind, label, value FROM confirmed").to_arrow_reader(100_000)
+        finally:
+            cursor.close()
 
     def sample(self, op: str, n: int = 5) -> list[str]:
         table = "adds" if op == ADD else "removes"
