@@ -64,6 +64,21 @@ def _child_join(workdir: Path) -> dict[str, Any]:
     return {"seconds": round(seconds, 3), "cpu_s": round(cpu, 3), "diff_rows": int(row[0])}
 
 
+def _leave_uncertain(workdir: Path, batches: int, size: int) -> None:
+    """Record ``batches`` uncertain batches of ``size`` confirmed identities, as a run killed with that many
+    batches in flight leaves them (the next plan must look each up in the model)."""
+    from cohortflow.sync.state import StateStore
+
+    store = StateStore.open(_state_url(workdir))
+    try:
+        with store.transaction() as conn:
+            for b in range(batches):
+                ids = [("e", "", f"u{i}") for i in range(b * size * 7 + 1, (b + 1) * size * 7 + 1, 7)]
+                store.open_batch(conn, SYNC, "bench-killed-run", "remove", ids)
+    finally:
+        store.close()
+
+
 def _state_url(workdir: Path) -> str:
     return f"sqlite:///{workdir / 'state.db'}"
 
@@ -120,6 +135,11 @@ def main() -> None:
                 f"join {joins[-1].figures['seconds']} s ({joins[-1].peak_rss_mb:.0f} MB); "
                 f"plan {plans[-1].figures['seconds']} s ({plans[-1].peak_rss_mb:.0f} MB) {plans[-1].figures['phases']}"
             )
+        # A crash with 4 batches of 1,000 in flight: the plan after it.
+        _leave_uncertain(workdir, 4, 1000)
+        uncertain_plans = [run_child([*child, "plan"]) for _ in range(args.repeats)]
+        log(f"plan with 4,000 uncertain: {[u.figures['seconds'] for u in uncertain_plans]}")
+        assert uncertain_plans[-1].figures["counts"]["uncertain"] == 4000
         counts = plans[-1].figures["counts"]
         expected = args.rows // 200
         assert counts["adds"] == expected and counts["removes"] == expected, counts
@@ -145,6 +165,8 @@ def main() -> None:
             "join_peak_rss_mb": round(max(j.peak_rss_mb for j in joins)),
             "plan_peak_rss_mb": round(plan_rss),
             "plan_phases": plans[-1].figures["phases"],
+            "plan_after_crash_s": median([u.figures["seconds"] for u in uncertain_plans]),
+            "plan_after_crash_uncertain": 4000,
             "cold_plan_s": cold.figures["seconds"],
             "cold_plan_phases": cold.figures["phases"],
             "cold_plan_peak_rss_mb": round(cold.peak_rss_mb),

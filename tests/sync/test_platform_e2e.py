@@ -193,6 +193,11 @@ def test_existing_cohort_list_destination_test_and_invalidated_key(
     tested = cli("destinations", "test", "platform")
     assert tested.exit_code == 0, tested.stderr
     assert "accepted the keys" in tested.stdout
+    # Proving the keys leaves nothing behind: no cohort to show in a segment's dropdown, no audit row.
+    assert _imports(runtime, tenant, "cohortflow-connection-test") == (0, 0)
+    with runtime.engine.connect() as conn:
+        mine = cohorts.c.workspace_id == tenant.workspace_id
+        assert conn.execute(select(func.count()).select_from(cohorts).where(mine)).scalar_one() == 0
     ran = cli("run", "vip", "--json")
     assert ran.exit_code == 0, ran.stderr
     run = json.loads(ran.stdout)

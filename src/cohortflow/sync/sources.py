@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from cohortflow.redact import redact_url
 from cohortflow.sync.config import (
     DuckDBSource,
     ModelConfig,
@@ -42,13 +43,6 @@ def model_query(model: ModelConfig) -> str:
         return model.sql.strip().rstrip(";")
     assert model.table is not None
     return f"SELECT * FROM {quote_identifier(model.table)}"
-
-
-def _safe_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparseable URL)"
 
 
 def _sqlalchemy_url(source: SQLiteSource | PostgresSource | SQLAlchemySource, base_dir: Path) -> str:
@@ -78,7 +72,7 @@ class Source:
         cfg = self.config
         if isinstance(cfg, DuckDBSource | SQLiteSource):
             return f"{cfg.type} {cfg.path}"
-        return f"{cfg.type} {_safe_url(cfg.url.get_secret_value())}"
+        return f"{cfg.type} {redact_url(cfg.url.get_secret_value())}"
 
     def _duckdb_path(self) -> str:
         assert isinstance(self.config, DuckDBSource)
