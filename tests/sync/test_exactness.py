@@ -476,3 +476,23 @@ def test_credentials_in_an_endpoint_url_are_never_stored_or_printed(
             outputs.append(_cli(path, sqlite_state, "run-show", run, "--json").output)
     assert "***@127.0.0.1" in outputs[0]
     assert all("pr0xy-pass" not in o and "proxyuser" not in o for o in outputs), outputs
+
+
+def test_a_new_endpoint_url_for_the_same_cohort_still_removes_departed_members(
+    tmp_path: Path, fake: FakeBraze, warehouse: Warehouse, sqlite_state: str
+) -> None:
+    fake.users = {f"u{i}" for i in range(40)}
+    warehouse.set_range(range(30))
+    path = _fake_workspace(tmp_path, fake)
+    with load_workspace(path, state_url=sqlite_state) as ws:
+        assert run_sync(ws, "vip").counts["added"] == 30
+    # The same Braze behind another URL (a proxy, a new DNS name), and ten rows left the model meanwhile.
+    path.write_text(path.read_text().replace("http://127.0.0.1:", "http://localhost:"))
+    warehouse.set_range(range(10, 30))
+    with load_workspace(path, state_url=sqlite_state) as ws:
+        result = run_sync(ws, "vip")
+        assert result.status == "succeeded", result.message
+        assert (result.counts["adds"], result.counts["removes"], result.counts["uncertain"]) == (20, 10, 30)
+        assert ws.store.confirmed_set("vip") == _ids(range(10, 30))
+        assert ws.store.uncertain_count("vip") == 0
+    assert fake.members[COHORT] == {f"u{i}" for i in range(10, 30)}

@@ -194,7 +194,7 @@ def run_sync(
             else:
                 phases.enter("sending")
                 with store.transaction() as conn:
-                    store.bind_target(conn, name, destination.target)
+                    plan.uncertain_batch_ids += store.bind_target(conn, name, destination.target, run_id)
                     if reconcile:
                         store.replace_members(conn, name, plan.members_truth())
                     for op in (ADD, REMOVE):

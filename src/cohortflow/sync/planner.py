@@ -188,10 +188,13 @@ class Plan:
         self.close()
 
 
-def _load_identities(con: duckdb.DuckDBPyConnection, table: str, reader: Any, replace: bool = False) -> None:
-    con.register("identities_in", IDENTITY_SCHEMA.empty_table())
-    con.execute(f"CREATE {'OR REPLACE ' if replace else ''}TABLE {table} AS SELECT * FROM identities_in")
-    con.unregister("identities_in")
+def _load_identities(
+    con: duckdb.DuckDBPyConnection, table: str, reader: Any, replace: bool = False, append: bool = False
+) -> None:
+    if not append:
+        con.register("identities_in", IDENTITY_SCHEMA.empty_table())
+        con.execute(f"CREATE {'OR REPLACE ' if replace else ''}TABLE {table} AS SELECT * FROM identities_in")
+        con.unregister("identities_in")
     for batch in reader:
         con.register("identities_in", batch)
         con.execute(f"INSERT INTO {table} SELECT * FROM identities_in")
@@ -300,6 +303,9 @@ def build_plan(
             _confirmed(con, store, sync_name, confirmed_is_stale)
             uncertain_ids, uncertain_reader = store.uncertain(sync_name)
             _load_identities(con, "uncertain_in", uncertain_reader)
+            if confirmed_is_stale:
+                # Confirmed at the sync's previous target: unknown at this one (see StateStore.bind_target).
+                _load_identities(con, "uncertain_in", store.confirmed(sync_name), append=True)
         _load_identities(con, "failed_add", store.failed(sync_name, ADD))
         _load_identities(con, "failed_remove", store.failed(sync_name, REMOVE))
         if quarantine_after is not None:

@@ -48,6 +48,7 @@ Identity = tuple[str, str, str]  # (kind, label, value)
 # Uncertainty left by more batches than this is rewritten as fewer, larger rows at plan time.
 COMPACT_BATCHES_OVER = 16
 CARRIED = "carried"
+CARRY_CHUNK = 10_000
 
 
 def state_unavailable_message(url: str, exc: BaseException) -> str:
@@ -113,10 +114,12 @@ class StateStore:
             row = conn.execute(select(sync_states).where(sync_states.c.sync_name == sync_name)).first()
         return SyncState(row.sync_name, row.target, row.cohort_name) if row else None
 
-    def bind_target(self, conn: Connection, sync_name: str, target: str) -> bool:
-        """Record the sync's target; if it changed, forget membership (it described another cohort).
+    def bind_target(self, conn: Connection, sync_name: str, target: str, run_id: str = "") -> list[str]:
+        """Record the sync's target. If it changed, what was confirmed at the old target becomes *uncertain* at
+        the new one (the same cohort may be behind a new URL, or the new cohort may hold some of them): the plan
+        made for this run sends each its desired state, so departed members are removed wherever they are.
 
-        Returns True when confirmed membership was reset.
+        Returns the ids of the uncertain batches that now carry the old membership (empty when unchanged).
         """
         now = self.clock()
         row = conn.execute(select(sync_states).where(sync_states.c.sync_name == sync_name)).first()
@@ -124,19 +127,26 @@ class StateStore:
             conn.execute(
                 sync_states.insert().values(sync_name=sync_name, target=target, created_at=now, updated_at=now)
             )
-            return False
+            return []
         if row.target == target:
-            return False
+            return []
         conn.execute(
             update(sync_states)
             .where(sync_states.c.sync_name == sync_name)
             .values(target=target, cohort_name=None, updated_at=now)
         )
+        carried: list[str] = []
+        query = select(sync_members.c.kind, sync_members.c.label, sync_members.c.value).where(
+            sync_members.c.sync_name == sync_name
+        )
+        for rows in conn.execution_options(stream_results=True).execute(query).partitions(CARRY_CHUNK):
+            batch_id = self.open_batch(conn, sync_name, run_id, CARRIED, [(r[0], r[1], r[2]) for r in rows])
+            self.fail_batch(conn, batch_id, "confirmed at the sync's previous target")
+            carried.append(batch_id)
         conn.execute(delete(sync_members).where(sync_members.c.sync_name == sync_name))
         conn.execute(delete(sync_failures).where(sync_failures.c.sync_name == sync_name))
-        conn.execute(delete(sync_batches).where(sync_batches.c.sync_name == sync_name))
         self._new_members_token(conn, sync_name)
-        return True
+        return carried
 
     def _new_members_token(self, conn: Connection, sync_name: str) -> str:
         """Mark membership as changed, in the transaction that changes it (so older snapshots are ignored)."""
@@ -475,8 +485,8 @@ class StateStore:
                 ).scalar_one()
             )
 
-    def compact_uncertain(self, sync_name: str, run_id: str, chunk: int = 10_000) -> None:
-        """Rewrite many uncertain batches as few (distinct identities, ``chunk`` a row), in one transaction.
+    def compact_uncertain(self, sync_name: str, run_id: str) -> None:
+        """Rewrite many uncertain batches as few (distinct identities, ``CARRY_CHUNK`` a row), in one transaction.
 
         Runs that keep failing each leave up to ``concurrency`` batches behind, mostly the same identities
         again; compacting keeps the uncertain set, and what reading it costs, bounded by its distinct size.
@@ -489,8 +499,8 @@ class StateStore:
                 return
             distinct = sorted({tuple(t) for _, blob in rows for t in orjson.loads(blob)})
             self.drop_batches(conn, [r[0] for r in rows])
-            for start in range(0, len(distinct), chunk):
-                part = [cast(Identity, t) for t in distinct[start : start + chunk]]
+            for start in range(0, len(distinct), CARRY_CHUNK):
+                part = [cast(Identity, t) for t in distinct[start : start + CARRY_CHUNK]]
                 batch_id = self.open_batch(conn, sync_name, run_id, CARRIED, part)
                 self.fail_batch(conn, batch_id, "carried over from earlier runs")
 
