@@ -25,6 +25,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import duckdb
@@ -188,6 +189,12 @@ class Plan:
         self.close()
 
 
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchall()[0]
+    assert row is not None
+    return int(row[0])
+
+
 def _load_identities(
     con: duckdb.DuckDBPyConnection, table: str, reader: Any, replace: bool = False, append: bool = False
 ) -> None:
@@ -251,10 +258,7 @@ def _actual_confirmed(con: duckdb.DuckDBPyConnection, members: Iterator[pa.Recor
         "UNION SELECT id[1], id[2], id[3] FROM unwanted"
     )
 
-    def scalar(sql: str) -> int:
-        row = con.execute(sql).fetchall()[0]
-        assert row is not None
-        return int(row[0])
+    scalar = partial(_scalar, con)
 
     return {
         "members": scalar("SELECT count(DISTINCT member) FROM member_ids"),
@@ -351,10 +355,7 @@ def build_plan(
             "FROM diff WHERE in_model AND reason IS NULL"
         )
 
-        def scalar(sql: str) -> int:
-            row = con.execute(sql).fetchall()[0]
-            assert row is not None
-            return int(row[0])
+        scalar = partial(_scalar, con)
 
         con.execute("CREATE TABLE uncertain AS SELECT DISTINCT kind, label, value FROM uncertain_in")
         uncertain = scalar("SELECT count(*) FROM uncertain")
