@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -110,6 +111,7 @@ class WebKit:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.env.filters["when"] = when
 
     # --- the app -------------------------------------------------------------------------------------------
 
@@ -246,6 +248,11 @@ class WebKit:
             {"title": title, "message": message, "status": status_code},
             status_code=status_code,
         )
+
+
+def when(value: datetime | None, never: str = "never") -> str:
+    """A timestamp as pages show it: UTC to the minute, the same for every viewer."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else never
 
 
 def _read_flash(request: Request) -> dict[str, str] | None:

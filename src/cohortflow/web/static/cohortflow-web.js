@@ -33,6 +33,10 @@
     });
   });
 
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("select[data-autosubmit]")) { event.target.form.submit(); }
+  });
+
   window.cohortflowPost = function (url, body) {
     var token = document.querySelector('meta[name="csrf-token"]').getAttribute("content");
     return fetch(url, {
