@@ -194,7 +194,7 @@ def require_workspace(user: DashboardUser, workspace_id: str) -> None:
 
 def require_admin(user: DashboardUser) -> None:
     if not user.is_admin:
-        raise PermissionDenied("only an admin can manage keys, partners and dashboard users")
+        raise PermissionDenied("Only an admin can manage keys, partners and dashboard users.")
 
 
 # --- sessions ------------------------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 (function () {
   "use strict";
 
+  // A page that answers a POST (a secret shown once) names its GET address, so that reloading it asks for
+  // that page instead of posting the form again (which would, say, create another key).
+  var replaceUrl = document.body && document.body.getAttribute("data-replace-url");
+  if (replaceUrl && window.history.replaceState) { window.history.replaceState(null, "", replaceUrl); }
+
   function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
       return navigator.clipboard.writeText(text);

@@ -40,6 +40,7 @@ def _partner_page(page: WorkspacePage, partner_name: str, new_key: IssuedKey | N
             "live_keys": sum(1 for k in keys if k.active),
             "new_key": new_key,
             "rest_endpoint": page.runtime.settings.public_base_url.rstrip("/"),
+            "replace_url": f"{page.kit.prefix(page.request)}/w/{page.workspace_id}/technology-partners/{partner.name}",
         },
         status_code=201 if new_key else 200,
     )
