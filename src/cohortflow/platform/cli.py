@@ -317,15 +317,6 @@ def cohort_list(workspace_ref: str | None, partner_name: str | None, as_json: bo
     emit(as_json, payload, human)
 
 
-def _identifier(sample: Any) -> str:
-    """``{"user_id": "u1"}`` as ``user_id=u1``; an alias as ``alias label:name``."""
-    if isinstance(sample, dict):
-        if set(sample) == {"alias_name", "alias_label"}:
-            return f"alias {sample['alias_label']}:{sample['alias_name']}"
-        return ", ".join(f"{k}={v}" for k, v in sample.items())
-    return str(sample)
-
-
 @cohort_group.command("show")
 @workspace_option
 @partner_option
@@ -364,7 +355,7 @@ def cohort_show(workspace_ref: str, partner_name: str, cohort_id: str, limit: in
         lines.extend("  " + line for line in imports_table.splitlines())
         samples = [s for r in import_payload for s in r["unmatched_sample"]]
         if samples:
-            shown = ", ".join(_identifier(s) for s in samples[:10])
+            shown = ", ".join(audit.describe_identifier(s) for s in samples[:10])
             lines.append(f"  unmatched sample: {shown}{' ...' if len(samples) > 10 else ''}")
     else:
         lines.append("No imports yet.")

@@ -94,3 +94,18 @@ def test_forms_without_their_csrf_token_are_refused(
     assert len(re.findall(r"<code>cfdik_", page.text)) == 1  # only the tenant's own key: nothing was created
     assert client.post(path, headers={"X-CSRF-Token": csrf_of(page.text)}).status_code == 201
     client.close()
+
+
+def test_cohorts_are_scoped_to_the_workspace(server: ServerProcess, runtime: PlatformRuntime, tenant: Tenant) -> None:
+    from tests.support import add_cohort_rows
+
+    other = make_tenant(runtime)
+    add_cohort_rows(runtime, tenant, "mine", "Mine", [])
+    add_cohort_rows(runtime, other, "theirs", "Theirs", [])
+    client = sign_in(server.base_url, make_user(runtime, "marketer", [tenant.workspace_id]))
+    listing = client.get(f"/dashboard/w/{tenant.workspace_id}/cohorts")
+    assert listing.status_code == 200 and "Mine" in listing.text and "Theirs" not in listing.text
+    assert client.get(f"/dashboard/w/{tenant.workspace_id}/cohorts/{tenant.partner}/mine").status_code == 200
+    assert client.get(f"/dashboard/w/{tenant.workspace_id}/cohorts/{other.partner}/theirs").status_code == 404
+    assert client.get(f"/dashboard/w/{other.workspace_id}/cohorts/{other.partner}/theirs").status_code == 404
+    client.close()

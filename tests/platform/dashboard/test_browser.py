@@ -88,9 +88,43 @@ def test_technology_partner_keys_end_to_end(
     assert copied == key
     screenshot(page, shots, "05-new-key-shown-once")
 
-    # The copied key imports users over HTTP.
-    imported = import_users(server.base_url, partner_name, partner.api_key.plain, copied, ids)
+    # The copied key names a cohort and imports users over HTTP (an unknown id is skipped, never created).
+    named = httpx.post(
+        f"{server.base_url}/partners/{partner_name}/cohorts",
+        json={
+            "partner_api_key": partner.api_key.plain,
+            "client_secret": copied,
+            "cohort_id": "vip",
+            "name": "VIP customers",
+            "created_at": "2026-12-01T00:00:00Z",
+        },
+        timeout=30,
+    )
+    assert named.status_code == 201, named.text
+    imported = import_users(server.base_url, partner_name, partner.api_key.plain, copied, [*ids, "nobody"])
     assert imported.status_code == 201 and imported.json()["added"] == 5, imported.text
+    segment = httpx.post(
+        f"{server.base_url}/segments",
+        headers={"Authorization": f"Bearer {ws.rest_api_key.plain}"},
+        json={
+            "name": "VIPs",
+            "filter": {"type": "partner_cohort", "partner": partner_name, "cohort_id": "vip", "operator": "includes"},
+        },
+        timeout=30,
+    )
+    assert segment.status_code == 201, segment.text
+
+    # Cohorts: the cohort, its size, its import history and the segment using it.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Cohorts").click()
+    assert page.get_by_role("heading", name="Hightouch Cohorts").is_visible()
+    screenshot(page, shots, "04b-cohorts")
+    page.get_by_role("link", name="VIP customers").click()
+    assert page.locator("#cohort-size").inner_text() == "5"
+    assert page.get_by_role("listitem").filter(has_text="VIPs").is_visible()
+    assert page.get_by_text("user_id=nobody").is_visible()
+    screenshot(page, shots, "04c-cohort")
+    page.go_back()
+    page.go_back()
 
     # Shown once: the page, loaded again, lists it masked only.
     page.reload()

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from cohortflow.platform.api.errors import status_for
 from cohortflow.platform.dashboard import access
-from cohortflow.platform.dashboard.views import home, technology_partners
+from cohortflow.platform.dashboard.views import cohorts, home, technology_partners
 from cohortflow.platform.dashboard_users import DatabaseAccounts, DatabaseSessionStore
 from cohortflow.platform.errors import PlatformError
 from cohortflow.platform.ratelimit import DatabaseStorage
@@ -40,6 +40,6 @@ def create_dashboard(runtime: PlatformRuntime) -> FastAPI:
         status = status_for(exc)
         return kit.error_page(request, status, _TITLES.get(status, "Something went wrong"), exc.message)
 
-    for module in (home, technology_partners):
+    for module in (home, cohorts, technology_partners):
         app.include_router(module.router)
     return app
