@@ -28,6 +28,7 @@ from cohortflow.platform.import_keys import authenticate_client_secret
 from cohortflow.platform.partners import get_partner
 from cohortflow.platform.workspaces import authenticate_app_key, authenticate_rest_key
 from cohortflow.settings import get_settings
+from tests.platform.dashboard.helpers import sign_in
 from tests.support import ServerProcess, free_port, fresh_database, open_runtime
 
 PUBLIC_URL = "https://rest.cohortflow.test"
@@ -40,11 +41,11 @@ def cli_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield url
 
 
-def run(url: str, *args: str, public_url: str = PUBLIC_URL) -> Result:
+def run(url: str, *args: str, public_url: str = PUBLIC_URL, input: str | None = None) -> Result:
     env = {"COHORTFLOW_PLATFORM_DATABASE_URL": url, "COHORTFLOW_PLATFORM__PUBLIC_BASE_URL": public_url}
     get_settings.cache_clear()  # settings are read once per process; each invocation has its own env
     try:
-        return CliRunner().invoke(cli, ["platform", *args], env=env, catch_exceptions=False)
+        return CliRunner().invoke(cli, ["platform", *args], env=env, catch_exceptions=False, input=input)
     finally:
         get_settings.cache_clear()
 
@@ -361,10 +362,16 @@ def test_quickstart_sets_up_once_prints_keys_and_serves(backend: str, tmp_path: 
             assert "curl -X POST" in printed
             r = post_import(endpoint.group(1), "hightouch", partner_key.group(1), first_key.group(1))
             assert r.status_code == 201, r.text
+            # The dashboard's URL and a first admin, whose password works once printed.
+            assert re.search(r"dashboard\s+(\S+)", printed).group(1) == f"{base_url}/dashboard/"  # type: ignore[union-attr]
+            admin = re.search(r"sign in as\s+(\S+) / (\S+)", printed)
+            assert admin, printed
+            sign_in(base_url, admin.group(1), admin.group(2)).close()
 
         # A later run cannot show stored keys again; it says so and issues a fresh data import key.
         with quickstart(url, tmp_path) as (printed, base_url):
             assert "cannot be shown again" in printed
+            assert "sign in as" not in printed and "reset-password admin@localhost" in printed
             assert "cfpartner_" not in printed and "cfrest_" not in printed
             assert f"default ({ws_id.group(1)})" in printed
             second_key = re.search(r"data import key\s+(cfdik_\S+)", printed)
@@ -466,3 +473,29 @@ def test_cohort_command_errors(database_url: str) -> None:
     assert fails(database_url, "cohort", "list", "-p", "nobody-here") == "partner 'nobody-here' does not exist"
     assert fails(database_url, "cohort", "list", "-w", "ws_nope") == "workspace 'ws_nope' does not exist"
     assert "No cohorts." in run(database_url, "cohort", "list", "-w", ws["id"]).stdout
+
+
+# --- dashboard users ---------------------------------------------------------------------------------
+
+
+def test_dashboard_user_create_grant_and_reset_password(database_url: str, server: ServerProcess) -> None:
+    ws = ok_json(database_url, "workspace", "create", unique("ws"))
+    other = ok_json(database_url, "workspace", "create", unique("ws"))
+    email = f"{unique('admin')}@example.com"
+    created = ok_json(database_url, "user", "create", email, "--role", "admin", "-w", ws["id"])
+    assert created["role"] == "admin" and created["workspaces"] == [ws["id"]]
+    client = sign_in(server.base_url, email, created["password"])
+    assert client.get(f"/dashboard/w/{other['id']}/").status_code == 404
+    granted = ok_json(database_url, "user", "grant", email, "-w", other["id"])
+    assert sorted(granted["workspaces"]) == sorted([ws["id"], other["id"]])
+    assert client.get(f"/dashboard/w/{other['id']}/").status_code == 200
+    # A new password ends the sessions the old one opened.
+    fresh = ok_json(database_url, "user", "reset-password", email)
+    assert client.get("/dashboard/", follow_redirects=False).status_code == 303
+    sign_in(server.base_url, email, fresh["password"]).close()
+    client.close()
+    assert email in [u["email"] for u in ok_json(database_url, "user", "list")]
+    again = run(database_url, "user", "create", email, "-w", ws["id"])
+    assert again.exit_code == 1 and "already exists" in again.output
+    short = run(database_url, "user", "create", "x@example.com", "--password-stdin", input="short\n")
+    assert short.exit_code == 1 and "at least 12 characters" in short.output

@@ -37,6 +37,15 @@ class ImportRecord:
 SAMPLE_VALUE_MAX_CHARS = 256
 
 
+def describe_identifier(sample: object) -> str:
+    """An unmatched sample as people read it: ``user_id=u1``, or an alias as ``alias label:name``."""
+    if isinstance(sample, dict):
+        if set(sample) == {"alias_name", "alias_label"}:
+            return f"alias {sample['alias_label']}:{sample['alias_name']}"
+        return ", ".join(f"{k}={v}" for k, v in sample.items())
+    return str(sample)
+
+
 def _printable(value: str) -> str:
     """A sample value as stored: NUL replaced (JSONB refuses it) and cut short, so a row stays small."""
     value = value.replace("\x00", "\ufffd")

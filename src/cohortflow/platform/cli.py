@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cohortflow.errors import CohortflowError
 from cohortflow.keys import IssuedKey
-from cohortflow.platform import import_keys, partners, workspaces
+from cohortflow.platform import dashboard_users, import_keys, partners, workspaces
 from cohortflow.platform.cli_common import (
     emit,
     json_option,
@@ -31,6 +31,8 @@ from cohortflow.platform.cli_common import (
     when,
     workspace_option,
 )
+from cohortflow.platform.dashboard import MOUNT_PATH as DASHBOARD_PATH
+from cohortflow.platform.dashboard_cli import user_group
 from cohortflow.platform.errors import NotFound
 from cohortflow.platform.import_keys import ImportKeyInfo
 from cohortflow.platform.keys_cli import (
@@ -45,6 +47,7 @@ from cohortflow.settings import get_settings
 
 QUICKSTART_WORKSPACE = "default"
 QUICKSTART_PARTNER = "hightouch"
+QUICKSTART_ADMIN = "admin@localhost"
 
 
 class _PlatformGroup(click.Group):
@@ -310,19 +313,8 @@ def cohort_list(workspace_ref: str | None, partner_name: str | None, as_json: bo
         [p["workspace_id"], p["partner"], p["cohort_id"], p["name"], p["size"], when(p["last_import_at"])]
         for p in payload
     ]
-    human = (
-        table(["WORKSPACE", "PARTNER", "COHORT ID", "NAME", "SIZE", "LAST IMPORT"], rows) if rows else "No cohorts."
-    )
+    human = table(["WORKSPACE", "PARTNER", "COHORT ID", "NAME", "SIZE", "LAST IMPORT"], rows) if rows else "No cohorts."
     emit(as_json, payload, human)
-
-
-def _identifier(sample: Any) -> str:
-    """``{"user_id": "u1"}`` as ``user_id=u1``; an alias as ``alias label:name``."""
-    if isinstance(sample, dict):
-        if set(sample) == {"alias_name", "alias_label"}:
-            return f"alias {sample['alias_label']}:{sample['alias_name']}"
-        return ", ".join(f"{k}={v}" for k, v in sample.items())
-    return str(sample)
 
 
 @cohort_group.command("show")
@@ -363,7 +355,7 @@ def cohort_show(workspace_ref: str, partner_name: str, cohort_id: str, limit: in
         lines.extend("  " + line for line in imports_table.splitlines())
         samples = [s for r in import_payload for s in r["unmatched_sample"]]
         if samples:
-            shown = ", ".join(_identifier(s) for s in samples[:10])
+            shown = ", ".join(audit.describe_identifier(s) for s in samples[:10])
             lines.append(f"  unmatched sample: {shown}{' ...' if len(samples) > 10 else ''}")
     else:
         lines.append("No imports yet.")
@@ -402,6 +394,10 @@ def quickstart(host: str | None, port: int | None, as_json: bool) -> None:
         except NotFound:
             partner_key = partners.create_partner(conn, QUICKSTART_PARTNER, "Hightouch").api_key
         info, import_key = import_keys.create_import_key(conn, workspace_id, QUICKSTART_PARTNER)
+        admin_password: str | None = None
+        if not dashboard_users.any_admin(conn):
+            admin_password = dashboard_users.generate_password()
+            dashboard_users.create_user(conn, QUICKSTART_ADMIN, "admin", admin_password, [workspace_id])
 
     payload = {
         "workspace_id": workspace_id,
@@ -412,6 +408,9 @@ def quickstart(host: str | None, port: int | None, as_json: bool) -> None:
         "data_import_key_id": info.id,
         "rest_api_key": new_workspace.rest_api_key.plain if new_workspace else None,
         "app_key": new_workspace.app_key.plain if new_workspace else None,
+        "dashboard_url": f"{endpoint}{DASHBOARD_PATH}/",
+        "dashboard_admin": QUICKSTART_ADMIN if admin_password else None,
+        "dashboard_admin_password": admin_password,
     }
     shown_later = "(created earlier: stored hashed, cannot be shown again)"
     lines = [
@@ -433,6 +432,16 @@ def quickstart(host: str | None, port: int | None, as_json: bool) -> None:
             "Existing keys cannot be shown again (they are stored hashed). Older data import keys stay active: "
             f"see `cohortflow platform import-key list -w {workspace_id} -p {QUICKSTART_PARTNER}`."
         )
+    lines.append(f"  dashboard        {endpoint}{DASHBOARD_PATH}/")
+    if admin_password:
+        lines.append(
+            f"  sign in as       {QUICKSTART_ADMIN} / {admin_password}   (shown once; stored as an Argon2 hash)"
+        )
+    else:
+        lines.append(
+            "  sign in          with an existing dashboard user "
+            f"(`cohortflow platform user reset-password {QUICKSTART_ADMIN}` prints a new password)"
+        )
     if partner_key:
         body = json.dumps(
             {
@@ -453,6 +462,7 @@ def quickstart(host: str | None, port: int | None, as_json: bool) -> None:
 
 
 register_partner_key_commands(partner_group)
+platform_group.add_command(user_group)
 platform_group.add_command(rest_key_group)
 platform_group.add_command(app_key_group)
 platform_group.add_command(operator_token_group)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 
 from cohortflow import __version__
 from cohortflow.platform.api.body import BodySizeLimit
 from cohortflow.platform.api.errors import document_errors, install_error_handlers
 from cohortflow.platform.api.routes import campaigns, canvases, health, keys, partners, sdk, segments, users
+from cohortflow.platform.dashboard import MOUNT_PATH
+from cohortflow.platform.dashboard.app import create_dashboard
 from cohortflow.platform.runtime import PlatformRuntime
 
 
@@ -26,4 +29,11 @@ def create_app(runtime: PlatformRuntime) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
     for module in (health, partners, users, sdk, segments, campaigns, canvases, keys):
         app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    def _root() -> RedirectResponse:
+        return RedirectResponse(f"{MOUNT_PATH}/", status_code=307)
+
+    # The dashboard is an app of its own: its errors are pages, not the API's JSON bodies.
+    app.mount(MOUNT_PATH, create_dashboard(runtime), name="dashboard")
     return app

@@ -22,6 +22,7 @@ from cohortflow.platform.segments.filters import (
     STANDARD_ATTRIBUTES,
     STANDARD_OPERATORS,
     FilterNode,
+    PartnerCohortFilter,
     dump_filter,
     parse_filter,
 )
@@ -290,3 +291,19 @@ def filter_catalogue(conn: Connection, workspace_id: str) -> dict[str, Any]:
             {"type": "not", "name": "Not"},
         ]
     }
+
+
+def _cohort_filters(node: Any) -> list[PartnerCohortFilter]:
+    if isinstance(node, PartnerCohortFilter):
+        return [node]
+    children = getattr(node, "filters", None) or ([node.filter] if hasattr(node, "filter") else [])
+    return [found for child in children for found in _cohort_filters(child)]
+
+
+def segments_using_cohort(conn: Connection, workspace_id: str, partner: str, cohort_id: str) -> list[Segment]:
+    """The workspace's segments whose filter names this partner cohort (includes or does not include)."""
+    return [
+        segment
+        for segment in list_segments(conn, workspace_id)
+        if any(f.partner == partner and f.cohort_id == cohort_id for f in _cohort_filters(segment.filter))
+    ]

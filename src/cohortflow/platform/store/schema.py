@@ -112,6 +112,39 @@ data_import_keys = Table(
     Index("ix_data_import_keys_ws_partner", "workspace_id", "partner_id"),
 )
 
+# Dashboard sign-in accounts (not the end users above). ``role`` is "admin" or "marketer".
+dashboard_users = Table(
+    "dashboard_users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_login_at", TS),
+    Column("disabled_at", TS),
+)
+
+# Which workspaces a dashboard user may see; every dashboard query is scoped by one of these.
+dashboard_user_workspaces = Table(
+    "dashboard_user_workspaces",
+    metadata,
+    Column("user_id", BigId, ForeignKey("dashboard_users.id", ondelete="CASCADE"), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True),
+)
+
+# Server-side dashboard sessions: the browser holds the token, this table its SHA-256 digest.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", BigId, ForeignKey("dashboard_users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
+
 users = Table(
     "users",
     metadata,

@@ -1,0 +1,260 @@
+"""Dashboard users: who may sign in to the dashboard, with which role, in which workspaces.
+
+Two roles, as in the issue: an **admin** manages keys, partners and dashboard users; a **marketer** works on
+segments, campaigns and Canvas and never sees a key. A user sees only the workspaces granted to it; another
+workspace does not exist for it (``NotFound``, so the dashboard answers 404 and reveals nothing).
+
+Sessions live here too (:class:`DatabaseSessionStore`): every server process reads the same table, and
+logging out or disabling a user ends its sessions at once.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cohortflow.clock import as_utc, utcnow
+from cohortflow.platform.errors import AlreadyExists, InvalidRequest, NotFound, PermissionDenied
+from cohortflow.platform.store.schema import dashboard_sessions, dashboard_user_workspaces, dashboard_users
+from cohortflow.platform.workspaces import get_workspace
+from cohortflow.web.passwords import hash_password
+from cohortflow.web.sessions import Session
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MARKETER = "marketer"
+
+
+@dataclass(frozen=True)
+class DashboardUser:
+    id: int
+    email: str
+    role: Role
+    created_at: datetime
+    last_login_at: datetime | None
+    workspace_ids: tuple[str, ...]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+def generate_password() -> str:
+    """A password for a new account, shown once (about 96 bits)."""
+    return secrets.token_urlsafe(12)
+
+
+def _normalize_email(email: str) -> str:
+    normalized = email.strip().lower()
+    if not _EMAIL.match(normalized) or len(normalized) > 320:
+        raise InvalidRequest(f"{email!r} is not an e-mail address")
+    return normalized
+
+
+def create_user(
+    conn: Connection, email: str, role: str, password: str, workspace_ids: Sequence[str] = ()
+) -> DashboardUser:
+    normalized = _normalize_email(email)
+    try:
+        parsed_role = Role(role)
+    except ValueError as exc:
+        raise InvalidRequest(f"role must be one of {', '.join(r.value for r in Role)}") from exc
+    try:
+        password_hash = hash_password(password)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    for workspace_id in workspace_ids:
+        get_workspace(conn, workspace_id)
+    try:
+        with conn.begin_nested():
+            user_id = conn.execute(
+                insert(dashboard_users)
+                .values(email=normalized, password_hash=password_hash, role=parsed_role.value, created_at=utcnow())
+                .returning(dashboard_users.c.id)
+            ).scalar_one()
+    except IntegrityError as exc:
+        raise AlreadyExists(f"a dashboard user {normalized!r} already exists") from exc
+    for workspace_id in dict.fromkeys(workspace_ids):
+        conn.execute(insert(dashboard_user_workspaces).values(user_id=user_id, workspace_id=workspace_id))
+    return get_user(conn, int(user_id))
+
+
+def grant_workspace(conn: Connection, user_id: int, workspace_id: str) -> DashboardUser:
+    get_workspace(conn, workspace_id)
+    user = get_user(conn, user_id)
+    if workspace_id not in user.workspace_ids:
+        conn.execute(insert(dashboard_user_workspaces).values(user_id=user_id, workspace_id=workspace_id))
+    return get_user(conn, user_id)
+
+
+def set_password(conn: Connection, user_id: int, password: str) -> None:
+    """A new password; the user's sessions end, so a leaked one stops working at once."""
+    get_user(conn, user_id)
+    try:
+        password_hash = hash_password(password)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    conn.execute(update(dashboard_users).where(dashboard_users.c.id == user_id).values(password_hash=password_hash))
+    conn.execute(delete(dashboard_sessions).where(dashboard_sessions.c.user_id == user_id))
+
+
+def any_admin(conn: Connection) -> bool:
+    query = select(dashboard_users.c.id).where(
+        dashboard_users.c.role == Role.ADMIN.value, dashboard_users.c.disabled_at.is_(None)
+    )
+    return conn.execute(query.limit(1)).first() is not None
+
+
+def _granted(conn: Connection, user_id: int) -> tuple[str, ...]:
+    rows = conn.execute(
+        select(dashboard_user_workspaces.c.workspace_id)
+        .where(dashboard_user_workspaces.c.user_id == user_id)
+        .order_by(dashboard_user_workspaces.c.workspace_id)
+    )
+    return tuple(str(r.workspace_id) for r in rows)
+
+
+def _user(conn: Connection, row: object) -> DashboardUser:
+    r = row
+    return DashboardUser(
+        id=int(r.id),  # type: ignore[attr-defined]
+        email=str(r.email),  # type: ignore[attr-defined]
+        role=Role(r.role),  # type: ignore[attr-defined]
+        created_at=as_utc(r.created_at),  # type: ignore[attr-defined]
+        last_login_at=as_utc(r.last_login_at) if r.last_login_at else None,  # type: ignore[attr-defined]
+        workspace_ids=_granted(conn, int(r.id)),  # type: ignore[attr-defined]
+    )
+
+
+def get_user(conn: Connection, user_id: int) -> DashboardUser:
+    row = conn.execute(
+        select(dashboard_users).where(dashboard_users.c.id == user_id, dashboard_users.c.disabled_at.is_(None))
+    ).first()
+    if row is None:
+        raise NotFound("no such dashboard user")
+    return _user(conn, row)
+
+
+def find_user(conn: Connection, email: str) -> DashboardUser:
+    row = conn.execute(select(dashboard_users).where(dashboard_users.c.email == email.strip().lower())).first()
+    if row is None:
+        raise NotFound(f"no dashboard user {email!r}")
+    return _user(conn, row)
+
+
+def list_users(conn: Connection, workspace_id: str | None = None) -> list[DashboardUser]:
+    query = select(dashboard_users).where(dashboard_users.c.disabled_at.is_(None)).order_by(dashboard_users.c.email)
+    if workspace_id is not None:
+        query = query.where(
+            dashboard_users.c.id.in_(
+                select(dashboard_user_workspaces.c.user_id).where(
+                    dashboard_user_workspaces.c.workspace_id == workspace_id
+                )
+            )
+        )
+    return [_user(conn, r) for r in conn.execute(query)]
+
+
+def credentials(conn: Connection, email: str) -> tuple[int, str] | None:
+    """An enabled account's id and password hash, for sign-in."""
+    row = conn.execute(
+        select(dashboard_users.c.id, dashboard_users.c.password_hash).where(
+            dashboard_users.c.email == email.strip().lower(), dashboard_users.c.disabled_at.is_(None)
+        )
+    ).first()
+    return (int(row.id), str(row.password_hash)) if row else None
+
+
+def record_login(conn: Connection, user_id: int, new_password_hash: str | None) -> None:
+    values: dict[str, object] = {"last_login_at": utcnow()}
+    if new_password_hash:
+        values["password_hash"] = new_password_hash
+    conn.execute(update(dashboard_users).where(dashboard_users.c.id == user_id).values(**values))
+
+
+# --- access rules --------------------------------------------------------------------------------------
+
+
+def require_workspace(user: DashboardUser, workspace_id: str) -> None:
+    """A workspace not granted to ``user`` does not exist for it."""
+    if workspace_id not in user.workspace_ids:
+        raise NotFound(f"workspace {workspace_id!r} does not exist")
+
+
+def require_admin(user: DashboardUser) -> None:
+    if not user.is_admin:
+        raise PermissionDenied("Only an admin can manage keys, partners and dashboard users.")
+
+
+# --- sessions ------------------------------------------------------------------------------------------
+
+
+class DatabaseSessionStore:
+    """The web kit's :class:`~cohortflow.web.sessions.SessionStore`, in the platform database."""
+
+    def __init__(self, transaction: Callable[[], AbstractContextManager[Connection]]) -> None:
+        self._transaction = transaction
+
+    def create(self, token_digest: str, session: Session) -> None:
+        with self._transaction() as conn:
+            now = utcnow()
+            # Expired sessions of this user go when it signs in again, so the table does not grow forever.
+            conn.execute(
+                delete(dashboard_sessions).where(
+                    dashboard_sessions.c.user_id == session.user_id, dashboard_sessions.c.expires_at <= now
+                )
+            )
+            conn.execute(
+                insert(dashboard_sessions).values(
+                    token_hash=token_digest,
+                    user_id=session.user_id,
+                    csrf_token=session.csrf_token,
+                    created_at=now,
+                    expires_at=session.expires_at,
+                )
+            )
+
+    def load(self, token_digest: str, now: datetime) -> Session | None:
+        with self._transaction() as conn:
+            row = conn.execute(
+                select(dashboard_sessions)
+                .join(dashboard_users, dashboard_users.c.id == dashboard_sessions.c.user_id)
+                .where(
+                    dashboard_sessions.c.token_hash == token_digest,
+                    dashboard_sessions.c.expires_at > now,
+                    dashboard_users.c.disabled_at.is_(None),
+                )
+            ).first()
+        if row is None:
+            return None
+        return Session(user_id=int(row.user_id), csrf_token=str(row.csrf_token), expires_at=as_utc(row.expires_at))
+
+    def delete(self, token_digest: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(delete(dashboard_sessions).where(dashboard_sessions.c.token_hash == token_digest))
+
+
+class DatabaseAccounts:
+    """The web kit's :class:`~cohortflow.web.kit.Accounts`, over :func:`credentials` and :func:`record_login`."""
+
+    def __init__(self, transaction: Callable[[], AbstractContextManager[Connection]]) -> None:
+        self._transaction = transaction
+
+    def credentials(self, email: str) -> tuple[int, str] | None:
+        with self._transaction() as conn:
+            return credentials(conn, email)
+
+    def logged_in(self, user_id: int, new_password_hash: str | None) -> None:
+        with self._transaction() as conn:
+            record_login(conn, user_id, new_password_hash)

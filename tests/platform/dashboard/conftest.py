@@ -1,0 +1,61 @@
+"""Browser fixtures: Playwright for Python driving Debian's chromium (never a downloaded browser).
+
+Without ``/usr/bin/chromium`` the browser tests skip, except under ``COHORTFLOW_REQUIRE_BROWSER=1`` (CI),
+where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+REQUIRE_BROWSER_ENV = "COHORTFLOW_REQUIRE_BROWSER"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT_DIR_ENV = "COHORTFLOW_TEST_OUTPUT"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get(REQUIRE_BROWSER_ENV) == "1":
+            pytest.fail(f"{CHROMIUM} is missing but {REQUIRE_BROWSER_ENV}=1")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def shots(backend: str, request: pytest.FixtureRequest) -> Path:
+    """Where this test's screenshots go: ``test-output/screenshots/<backend>/<test>/``."""
+    root = Path(os.environ.get(SCREENSHOT_DIR_ENV, Path(__file__).parents[3] / "test-output"))
+    folder = root / "screenshots" / backend / request.node.originalname
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def screenshot(page: Any, folder: Path, name: str) -> None:
+    """The page at desktop and at phone width, whole length; the viewport is restored afterwards."""
+    size = page.viewport_size
+    for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(viewport)
+        page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size(size)
