@@ -401,6 +401,20 @@ def test_audit_records_every_validated_import(client: httpx.Client, runtime: Pla
     assert {(r["workspace_id"], r["partner_id"]) for r in rows} == {(tenant.workspace_id, rows[0]["partner_id"])}
 
 
+def test_identifiers_too_long_to_store_are_unmatched_and_the_audit_keeps_them_short(
+    client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant
+) -> None:
+    add_user(runtime, tenant.workspace_id, "fits")
+    huge = "x" * 1_000_000  # no column holds it, so no user can have it
+    r = post_users(client, tenant, "long-ids", {"user_ids": ["fits", huge]}, {"device_ids": [huge[:600_000]]},
+                   {"aliases": [{"alias_name": huge[:700_000], "alias_label": "l"}]})
+    assert r.status_code == 201, r.text
+    assert (r.json()["received"], r.json()["matched"], r.json()["unmatched"]) == (4, 1, 3)
+    (row,) = audit_rows(runtime, tenant, "long-ids")
+    assert len(row["unmatched_sample"]) == 3
+    assert all(len(value) <= audit.SAMPLE_VALUE_MAX_CHARS for item in row["unmatched_sample"] for value in item.values())
+
+
 def test_audit_retention_prunes_old_rows(client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant) -> None:
     post_users(client, tenant, "old", {"user_ids": ["ghost"]})
     post_users(client, tenant, "old", {"user_ids": ["ghost"]})
