@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from cohortflow.platform.errors import (
     AlreadyExists,
@@ -109,6 +111,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _db_error(_request: Request, exc: DBAPIError) -> JSONResponse:
         log.error("database error", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
         return JSONResponse({"message": "Internal server error"}, status_code=500)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _exc: ClientDisconnect) -> Response:
+        # The client closed the connection before its body arrived: nothing failed here and nobody is left to
+        # answer, so one calm line instead of an "unhandled error" and a traceback.
+        log.info("client disconnected before sending the whole request", method=request.method, path=request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
