@@ -30,6 +30,7 @@ from cohortflow.platform.errors import (
     ResourceLocked,
     Unavailable,
 )
+from cohortflow.redact import redact_urls
 from cohortflow.wire.cohort_import import WireValidationError
 
 log = structlog.get_logger(__name__)
@@ -78,7 +79,7 @@ def error_response(error: PlatformError) -> JSONResponse:
         }
     elif isinstance(error, ResourceLocked | Unavailable) and error.retry_after is not None:
         headers = {"Retry-After": _seconds(error.retry_after)}
-    return JSONResponse({"message": error.message}, status_code=status, headers=headers)
+    return JSONResponse({"message": redact_urls(error.message)}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -96,7 +97,7 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors()[:5]:
             loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        return JSONResponse({"message": "; ".join(parts) or "invalid request"}, status_code=400)
+        return JSONResponse({"message": redact_urls("; ".join(parts)) or "invalid request"}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

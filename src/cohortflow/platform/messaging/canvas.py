@@ -36,7 +36,7 @@ from cohortflow.platform.errors import AlreadyExists, InvalidRequest, NotFound
 from cohortflow.platform.messaging.campaigns import check_channel_settings
 from cohortflow.platform.messaging.delivery import Deliverer, Outcome
 from cohortflow.platform.messaging.leases import Lease, new_owner, take_lease
-from cohortflow.platform.messaging.messages import MessageSpec, check_message_templates, parse_model
+from cohortflow.platform.messaging.messages import MessageSpec, check_message_templates, parse_model, shown_dump
 from cohortflow.platform.messaging.templates import PROFILE_COLUMNS
 from cohortflow.platform.segments.compiler import compile_filter
 from cohortflow.platform.segments.filters import dump_filter, parse_filter
@@ -223,7 +223,7 @@ class Canvas:
             "id": self.id,
             "name": self.name,
             "status": self.status,
-            **self.definition.model_dump(mode="json", exclude={"name"}),
+            **shown_dump(self.definition, exclude={"name"}),
             "next_entry_at": self.next_entry_at.isoformat() if self.next_entry_at else None,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
