@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -34,6 +35,8 @@ from cohortflow.redact import redact_urls
 from cohortflow.wire.cohort_import import WireValidationError
 
 log = structlog.get_logger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 5.0
 
 
 class MessageResponse(BaseModel):
@@ -103,10 +106,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(OperationalError)
-    async def _db_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
-        return error_response(Unavailable("Service temporarily unavailable, retry later"))
+    async def _db_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # Unreachable, restarting or dropped database, or every pooled connection busy past the pool's timeout:
+        # nothing is wrong with the request, so a retryable 503 rather than a 500.
+        orig = getattr(exc, "orig", None)
+        log.warning("database unavailable", error=type(orig or exc).__name__)
+        unavailable = Unavailable("The platform database is unavailable; retry later")
+        unavailable.retry_after = DATABASE_RETRY_AFTER_SECONDS
+        return error_response(unavailable)
+
+    app.add_exception_handler(OperationalError, _db_unavailable)
+    app.add_exception_handler(PoolTimeout, _db_unavailable)
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_request: Request, exc: DBAPIError) -> JSONResponse:
