@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from tests.support import fresh_database, make_tenant, open_runtime, start_server
 
 
-def test_database_dropped_under_a_running_server_is_503(tmp_path: Path) -> None:
+def test_postgres_database_dropped_under_a_running_server_is_503(tmp_path: Path) -> None:
     with fresh_database("postgres", tmp_path) as url:
         runtime = open_runtime(url)
         tenant = make_tenant(runtime)
