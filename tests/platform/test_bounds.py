@@ -58,6 +58,13 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("POST", "/users/track", {"attributes": [{"external_id": "bounds-u1", "n": {"inc": -(2**63) - 1}}]}, "64-bit"),
     (
         "POST",
+        "/users/track",
+        {"purchases": [{"external_id": "bounds-u1", "product_id": "p", "currency": "USD", "price": 1e308,
+                        "time": "2024-01-01T00:00:00Z"}]},
+        "price",
+    ),
+    (
+        "POST",
         "/segments",
         _segment({"type": "custom_event", "event": "e", "within_days": 10**9}),
         "within_days",

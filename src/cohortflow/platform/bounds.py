@@ -23,6 +23,10 @@ INT64_MAX: Final = 2**63 - 1
 MAX_DAYS: Final = 36_500
 MAX_DURATION: Final = timedelta(days=MAX_DAYS)
 
+# A money amount (a purchase's price): past any real price, and far enough inside a double that sums of prices
+# times quantities stay finite (an infinite revenue is an overflow on PostgreSQL and not JSON anywhere).
+MAX_AMOUNT: Final = 1e15
+
 # A stored row id (campaign sends, users): positive and within the databases' BIGINT.
 RowId = Annotated[int, Ge(1), Le(INT64_MAX)]
 # Any integer that reaches a database as a number (a filter's value, an attribute increment).

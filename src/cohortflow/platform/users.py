@@ -46,7 +46,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, upda
 
 from cohortflow.clock import as_utc, to_utc, utcnow
 from cohortflow.platform import identity
-from cohortflow.platform.bounds import check_int64
+from cohortflow.platform.bounds import MAX_AMOUNT, check_int64
 from cohortflow.platform.cohorts import in_workspace_cohorts
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.identity import AliasKey
@@ -479,7 +479,7 @@ class PurchaseObject(_Identified):
 
     product_id: EventName
     currency: str = Field(description="ISO-4217 alphabetic currency code, e.g. USD.")
-    price: Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    price: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
     quantity: Annotated[int, Field(strict=True, ge=1, le=100)] = 1
     time: str = Field(description="ISO-8601 time of the purchase.")
     properties: dict[str, Any] | None = None
