@@ -1,7 +1,8 @@
 """Structured logs (structlog) that never contain a secret.
 
 A redaction processor masks any event field whose name looks like a credential, whatever the caller
-passed, so a careless ``log.info("x", client_secret=...)`` still prints only a prefix.
+passed, so a careless ``log.info("x", client_secret=...)`` still prints only a prefix; in the other fields it
+masks our keys and the credentials of URLs (:mod:`cohortflow.redact`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import structlog
 
-_SECRET_FIELD = re.compile(r"(secret|api_key|apikey|password|token|authorization|key$)", re.IGNORECASE)
+from cohortflow.redact import is_secret_name, redact_urls
+
 _KEY_LIKE = re.compile(r"\b(cf(?:rest|app|partner|dik|op))_[A-Za-z0-9_-]{8,}")
 
 
@@ -26,10 +28,10 @@ def _mask(value: Any) -> Any:
 
 def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name in list(event_dict):
-        if name != "event" and _SECRET_FIELD.search(name):
+        if name != "event" and is_secret_name(name):
             event_dict[name] = _mask(event_dict[name])
         elif isinstance(event_dict[name], str):
-            event_dict[name] = _KEY_LIKE.sub(lambda m: m.group(1) + "_…", event_dict[name])
+            event_dict[name] = redact_urls(_KEY_LIKE.sub(lambda m: m.group(1) + "_…", event_dict[name]))
     return event_dict
 
 

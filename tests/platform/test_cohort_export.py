@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cohortflow.platform.cohort_export import encode_cursor
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.wire.cohort_export import CohortMembersPage, ExportMessages
 from cohortflow.wire.cohort_import import Messages
@@ -137,12 +138,14 @@ def test_wrong_keys_get_the_contract_messages(client: httpx.Client, runtime: Pla
         ({"cursor": "garbage!"}, ExportMessages.CURSOR_INVALID),
         ({"cursor": 5}, ExportMessages.CURSOR_INVALID),
         ({"cursor": ""}, ExportMessages.CURSOR_INVALID),
+        # A well-formed cursor whose user id is past a BIGINT (it used to reach the driver: a 500).
+        ({"cursor": encode_cursor(2**63)}, ExportMessages.CURSOR_INVALID),
         ({"cohort_id": ""}, Messages.COHORT_ID_INVALID),
         ({"cohort_id": 7}, Messages.COHORT_ID_INVALID),
         ({"offset": 3}, "Unknown field(s) in request body: offset"),
     ],
     ids=["limit-0", "limit-big", "limit-string", "limit-bool", "limit-float", "cursor-garbage", "cursor-number",
-         "cursor-empty", "cohort-empty", "cohort-number", "unknown-field"],
+         "cursor-empty", "cursor-past-bigint", "cohort-empty", "cohort-number", "unknown-field"],
 )
 def test_bad_fields_are_400(client: httpx.Client, tenant: Tenant, fields: dict[str, Any], message: str) -> None:
     r = client.post(MEMBERS.format(tenant.partner), json={**tenant.creds(), "cohort_id": "c", **fields})

@@ -359,6 +359,19 @@ def test_exactly_1000_identifiers_pass_and_1001_fail(
     assert snapshot(runtime, tenant.workspace_id) == before
 
 
+def test_100_change_objects_pass_and_101_fail(client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant) -> None:
+    add_user(runtime, tenant.workspace_id, "obj")
+    hundred = [{"user_ids": ["obj"]}] + [{"device_ids": [], "should_remove": True}] * 99
+    r = post_users(client, tenant, "objects", *hundred)
+    assert (r.status_code, r.json()["added"]) == (201, 1), r.text
+
+    before = snapshot(runtime, tenant.workspace_id)
+    r = post_users(client, tenant, "objects", *hundred, {"user_ids": []})
+    assert r.status_code == 400
+    assert r.json() == {"message": Messages.TOO_MANY_CHANGE_OBJECTS}
+    assert snapshot(runtime, tenant.workspace_id) == before
+
+
 def test_body_over_4mb_is_413_and_changes_nothing(
     client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant
 ) -> None:
@@ -386,6 +399,21 @@ def test_audit_records_every_validated_import(client: httpx.Client, runtime: Pla
     assert records[0].at >= records[1].at >= records[2].at
     rows = audit_rows(runtime, tenant, "audited")
     assert {(r["workspace_id"], r["partner_id"]) for r in rows} == {(tenant.workspace_id, rows[0]["partner_id"])}
+
+
+def test_identifiers_too_long_to_store_are_unmatched_and_the_audit_keeps_them_short(
+    client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant
+) -> None:
+    add_user(runtime, tenant.workspace_id, "fits")
+    huge = "x" * 1_000_000  # no column holds it, so no user can have it
+    r = post_users(client, tenant, "long-ids", {"user_ids": ["fits", huge]}, {"device_ids": [huge[:600_000]]},
+                   {"aliases": [{"alias_name": huge[:700_000], "alias_label": "l"}]})
+    assert r.status_code == 201, r.text
+    assert (r.json()["received"], r.json()["matched"], r.json()["unmatched"]) == (4, 1, 3)
+    (row,) = audit_rows(runtime, tenant, "long-ids")
+    assert len(row["unmatched_sample"]) == 3
+    values = [value for item in row["unmatched_sample"] for value in item.values()]
+    assert all(len(value) <= audit.SAMPLE_VALUE_MAX_CHARS for value in values)
 
 
 def test_audit_retention_prunes_old_rows(client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant) -> None:
@@ -497,12 +525,17 @@ def _error_cases() -> list[tuple[str, str, dict[str, Any], int, str]]:
          changes),
         ("too-many", u, {"cohort_changes": [{"user_ids": ["a"] * 500}, {"device_ids": ["d"] * 501}]}, 400,
          Messages.TOO_MANY_IDENTIFIERS),
+        ("too-many-objects", u, {"cohort_changes": [{"user_ids": ["a"]}] + [{"user_ids": []}] * 100}, 400,
+         Messages.TOO_MANY_CHANGE_OBJECTS),
         ("name-missing", n, {"name": None}, 400, Messages.NAME_INVALID),
         ("name-empty", n, {"name": ""}, 400, Messages.NAME_INVALID),
         ("name-number", n, {"name": 5}, 400, Messages.NAME_INVALID),
         ("created-at-missing", n, {"created_at": None}, 400, Messages.CREATED_AT_INVALID),
         ("created-at-garbage", n, {"created_at": "yesterday"}, 400, Messages.CREATED_AT_INVALID),
         ("created-at-number", n, {"created_at": 1714564800}, 400, Messages.CREATED_AT_INVALID),
+        ("created-at-past-year-9999-in-utc", n, {"created_at": "9999-12-31T23:59:59-14:00"}, 400,
+         Messages.CREATED_AT_INVALID),
+        ("cohort-id-too-long", u, {"cohort_id": "c" * 513}, 400, Messages.COHORT_ID_INVALID),
         ("users-bad-partner-key", u, {"partner_api_key": "cfpartner_not-a-real-key"}, 401,
          Messages.INVALID_PARTNER_API_KEY),
         ("users-missing-partner-key", u, {"partner_api_key": None}, 401, Messages.INVALID_PARTNER_API_KEY),

@@ -43,6 +43,7 @@ from cohortflow.platform.keys_cli import (
 )
 from cohortflow.platform.messaging_cli import campaign_group, canvas_group, worker_group
 from cohortflow.platform.segments_cli import segment_group
+from cohortflow.redact import redact_urls
 from cohortflow.settings import get_settings
 
 QUICKSTART_WORKSPACE = "default"
@@ -57,9 +58,11 @@ class _PlatformGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CohortflowError as exc:
-            raise click.ClickException(exc.message) from exc
+            raise click.ClickException(redact_urls(exc.message)) from exc
         except SQLAlchemyError as exc:
-            raise click.ClickException(f"platform database {safe_database_url()} failed: {one_line(exc)}") from exc
+            raise click.ClickException(
+                f"platform database {safe_database_url()} failed: {redact_urls(one_line(exc))}"
+            ) from exc
 
 
 @click.group("platform", cls=_PlatformGroup)

@@ -14,12 +14,11 @@ from typing import Any
 
 import click
 from sqlalchemy import Connection
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from cohortflow.platform import workspaces
 from cohortflow.platform.errors import NotFound
 from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.redact import redact_url
 from cohortflow.settings import PlatformSettings, get_settings
 
 
@@ -28,10 +27,7 @@ def open_runtime() -> PlatformRuntime:
 
 
 def safe_database_url() -> str:
-    try:
-        return make_url(get_settings().platform.database_url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(unparsable URL)"
+    return redact_url(get_settings().platform.database_url)
 
 
 def one_line(exc: BaseException) -> str:

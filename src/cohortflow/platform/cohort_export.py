@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import BigInteger, Connection, select
 
+from cohortflow.platform.bounds import INT64_MAX
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.matching import in_batch
 from cohortflow.platform.store.schema import cohort_members, cohorts, user_aliases, user_devices, users
@@ -37,7 +38,8 @@ def decode_cursor(cursor: str) -> int:
     except (binascii.Error, ValueError):
         raise InvalidRequest(ExportMessages.CURSOR_INVALID) from None
     number = text.removeprefix(_CURSOR_TAG)
-    if not text.startswith(_CURSOR_TAG) or not number.isdigit() or len(number) > 19:
+    # Past a BIGINT the id would fail in the driver (a 500) rather than here.
+    if not text.startswith(_CURSOR_TAG) or not number.isdigit() or len(number) > 19 or int(number) > INT64_MAX:
         raise InvalidRequest(ExportMessages.CURSOR_INVALID)
     return int(number)
 

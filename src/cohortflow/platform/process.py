@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from types import TracebackType
+from typing import IO
 
 import httpx
 
@@ -60,10 +61,12 @@ def start_server(
     *,
     startup_seconds: float = 60.0,
     workers: int | None = None,
+    stderr: IO[bytes] | None = None,
 ) -> ServerProcess:
     """Start ``uvicorn cohortflow.platform.api.server:app`` on ``database_url`` and wait until it answers.
 
-    With ``workers``, start ``cohortflow platform serve --workers N`` instead, as an operator runs it.
+    With ``workers``, start ``cohortflow platform serve --workers N`` instead, as an operator runs it. The
+    server's standard error (its logs) goes to ``stderr`` when given, else to this process's.
     """
     port = port or free_port()
     env = {
@@ -84,7 +87,7 @@ def start_server(
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         ]
     )  # fmt: skip
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(command, env=env, stderr=stderr)
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + startup_seconds
     while time.monotonic() < deadline:

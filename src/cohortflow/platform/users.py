@@ -28,7 +28,7 @@ import re
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -44,8 +44,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
 
-from cohortflow.clock import as_utc, utcnow
+from cohortflow.clock import as_utc, to_utc, utcnow
 from cohortflow.platform import identity
+from cohortflow.platform.bounds import MAX_AMOUNT, check_int64
 from cohortflow.platform.cohorts import in_workspace_cohorts
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.identity import AliasKey
@@ -91,7 +92,8 @@ def validation_error(kind: str, message: str) -> PydanticCustomError:
 
 def check_storable(data: Any) -> None:
     """Reject what neither database can store, anywhere in a decoded JSON body: NUL characters (PostgreSQL text
-    and JSONB refuse them), lone surrogates (not encodable as UTF-8) and non-finite numbers (JSON has none).
+    and JSONB refuse them), lone surrogates (not encodable as UTF-8), non-finite numbers (JSON has none) and
+    integers past a signed 64-bit one (SQLite's JSON and the segment filters compare them as such).
     Iterative, so a deeply nested body cannot exhaust the stack."""
     stack = [data]
     while stack:
@@ -101,6 +103,11 @@ def check_storable(data: Any) -> None:
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise validation_error("number", "numbers must be finite (NaN and Infinity are not JSON)")
+        elif isinstance(item, int) and not isinstance(item, bool):
+            try:
+                check_int64(item, "integers")
+            except ValueError as exc:
+                raise validation_error("number", str(exc)) from None
         elif isinstance(item, dict):
             for key, value in item.items():
                 if isinstance(key, str):
@@ -393,7 +400,10 @@ def parse_time(value: str) -> datetime:
         raise validation_error(
             "time", f"time {value!r} must be an ISO-8601 string, e.g. 2013-07-16T19:20:30+01:00"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return to_utc(parsed)
+    except ValueError as exc:
+        raise validation_error("time", f"time {value!r}: {exc}") from None
 
 
 def _validate_properties(value: dict[str, Any] | None) -> dict[str, Any]:
@@ -469,7 +479,7 @@ class PurchaseObject(_Identified):
 
     product_id: EventName
     currency: str = Field(description="ISO-4217 alphabetic currency code, e.g. USD.")
-    price: Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    price: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
     quantity: Annotated[int, Field(strict=True, ge=1, le=100)] = 1
     time: str = Field(description="ISO-8601 time of the purchase.")
     properties: dict[str, Any] | None = None

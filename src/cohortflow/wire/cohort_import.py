@@ -16,6 +16,9 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_IDENTIFIERS_PER_REQUEST: Final = 1_000
+# Decision (Braze documents no limit): empty change objects cost server CPU without counting against the 1,000
+# identifiers, so a 4 MB body of 262,000 of them cost seconds. A sender needs at most one add and one remove object.
+MAX_CHANGE_OBJECTS_PER_REQUEST: Final = 100
 MAX_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_RATE_LIMIT_PER_HOUR: Final = 250_000
 # Braze documents no length limits; these are the receiver's storage limits, shared so a sender can check first.
@@ -32,6 +35,7 @@ class Messages:
         "array of strings, or an aliases object"
     )
     TOO_MANY_IDENTIFIERS: Final = "Only 1,000 user_ids, device_ids, and aliases are allowed per request"
+    TOO_MANY_CHANGE_OBJECTS: Final = "Only 100 objects are allowed in cohort_changes per request"
     NAME_INVALID: Final = "name must be a non-empty string"
     NAME_TOO_LONG: Final = "name must be at most 1,024 characters"
     CREATED_AT_INVALID: Final = "created_at must be a valid time as an ISO-8601 string"
@@ -199,6 +203,9 @@ def parse_cohort_changes(value: Any) -> list[CohortChange]:
     """Validate ``cohort_changes``; unknown keys are rejected so a typo never silently does nothing."""
     if not isinstance(value, list):
         raise WireValidationError(Messages.COHORT_CHANGES_INVALID)
+    # Counted before any object is looked at, so an oversized list costs nothing but its JSON decoding.
+    if len(value) > MAX_CHANGE_OBJECTS_PER_REQUEST:
+        raise WireValidationError(Messages.TOO_MANY_CHANGE_OBJECTS)
     changes: list[CohortChange] = []
     total = 0
     for item in value:

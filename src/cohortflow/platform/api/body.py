@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import orjson
@@ -67,9 +68,26 @@ async def json_body(request: Request) -> Any:
     if not raw.strip():
         raise InvalidRequest("Request body must be a JSON object; it is empty")
     try:
-        return orjson.loads(raw)
+        return _decode(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc.args[0] if exc.args else exc}") from exc
+
+
+def _decode(raw: bytes) -> Any:
+    """``orjson.loads`` with the cyclic garbage collector paused.
+
+    A decoded document is a tree, so it holds no reference cycle for the collector to find, yet allocating its
+    objects triggers full collections over the server's whole heap: 4 MB of small objects took 0.5 s to
+    decode with the collector running and 0.04 s without (BENCHMARKS.md). Decoding never awaits, so the pause
+    ends before any other request runs on the event loop.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return orjson.loads(raw)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 async def json_object(request: Request) -> dict[str, Any]:

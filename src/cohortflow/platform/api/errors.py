@@ -14,7 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from cohortflow.platform.errors import (
     AlreadyExists,
@@ -28,9 +31,12 @@ from cohortflow.platform.errors import (
     ResourceLocked,
     Unavailable,
 )
+from cohortflow.redact import redact_urls
 from cohortflow.wire.cohort_import import WireValidationError
 
 log = structlog.get_logger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 5.0
 
 
 class MessageResponse(BaseModel):
@@ -76,7 +82,7 @@ def error_response(error: PlatformError) -> JSONResponse:
         }
     elif isinstance(error, ResourceLocked | Unavailable) and error.retry_after is not None:
         headers = {"Retry-After": _seconds(error.retry_after)}
-    return JSONResponse({"message": error.message}, status_code=status, headers=headers)
+    return JSONResponse({"message": redact_urls(error.message)}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -94,21 +100,35 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors()[:5]:
             loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        return JSONResponse({"message": "; ".join(parts) or "invalid request"}, status_code=400)
+        return JSONResponse({"message": redact_urls("; ".join(parts)) or "invalid request"}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(OperationalError)
-    async def _db_unavailable(_request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
-        return error_response(Unavailable("Service temporarily unavailable, retry later"))
+    async def _db_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # Unreachable, restarting or dropped database, or every pooled connection busy past the pool's timeout:
+        # nothing is wrong with the request, so a retryable 503 rather than a 500.
+        orig = getattr(exc, "orig", None)
+        log.warning("database unavailable", error=type(orig or exc).__name__)
+        unavailable = Unavailable("The platform database is unavailable; retry later")
+        unavailable.retry_after = DATABASE_RETRY_AFTER_SECONDS
+        return error_response(unavailable)
+
+    app.add_exception_handler(OperationalError, _db_unavailable)
+    app.add_exception_handler(PoolTimeout, _db_unavailable)
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_request: Request, exc: DBAPIError) -> JSONResponse:
         log.error("database error", error=type(exc.orig).__name__ if exc.orig else type(exc).__name__)
         return JSONResponse({"message": "Internal server error"}, status_code=500)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _exc: ClientDisconnect) -> Response:
+        # The client closed the connection before its body arrived: nothing failed here and nobody is left to
+        # answer, so one calm line instead of an "unhandled error" and a traceback.
+        log.info("client disconnected before sending the whole request", method=request.method, path=request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

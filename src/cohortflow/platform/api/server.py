@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from cohortflow.logs import configure_logging
 from cohortflow.platform.api.app import create_app
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.settings import get_settings
 
-app = create_app(PlatformRuntime.open(get_settings().platform))
+# Each uvicorn worker imports this module in a process of its own, so logging is set up here and not only by the
+# CLI: without it structlog's defaults print tracebacks with every local variable, request headers included.
+_settings = get_settings()
+configure_logging(_settings.log_level, _settings.log_json)
+app = create_app(PlatformRuntime.open(_settings.platform))

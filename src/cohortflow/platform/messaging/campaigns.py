@@ -56,7 +56,7 @@ from cohortflow.platform.errors import AlreadyExists, InvalidRequest, NotFound
 from cohortflow.platform.messaging.channels.email import check_smtp_settings
 from cohortflow.platform.messaging.delivery import Deliverer, Outcome, Pacer
 from cohortflow.platform.messaging.leases import Lease, new_owner, take_lease
-from cohortflow.platform.messaging.messages import MessageSpec, check_message_templates, parse_model
+from cohortflow.platform.messaging.messages import MessageSpec, check_message_templates, parse_model, shown_dump
 from cohortflow.platform.messaging.templates import PROFILE_COLUMNS
 from cohortflow.platform.segments.compiler import compile_filter
 from cohortflow.platform.segments.filters import dump_filter, parse_filter
@@ -121,7 +121,7 @@ class Campaign:
             "id": self.id,
             "name": self.name,
             "channel": self.channel,
-            **self.definition.model_dump(mode="json", exclude={"name"}),
+            **shown_dump(self.definition, exclude={"name"}),
             "created_at": self.created_at.isoformat(),
         }
 

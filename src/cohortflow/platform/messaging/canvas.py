@@ -31,11 +31,12 @@ from sqlalchemy import Connection, Engine, exists, func, insert, literal, or_, s
 from sqlalchemy.exc import IntegrityError
 
 from cohortflow.clock import Clock, as_utc, utcnow
+from cohortflow.platform.bounds import MAX_DAYS, MAX_DURATION, Days, Hours, Minutes, Seconds, UtcDateTime
 from cohortflow.platform.errors import AlreadyExists, InvalidRequest, NotFound
 from cohortflow.platform.messaging.campaigns import check_channel_settings
 from cohortflow.platform.messaging.delivery import Deliverer, Outcome
 from cohortflow.platform.messaging.leases import Lease, new_owner, take_lease
-from cohortflow.platform.messaging.messages import MessageSpec, check_message_templates, parse_model
+from cohortflow.platform.messaging.messages import MessageSpec, check_message_templates, parse_model, shown_dump
 from cohortflow.platform.messaging.templates import PROFILE_COLUMNS
 from cohortflow.platform.segments.compiler import compile_filter
 from cohortflow.platform.segments.filters import dump_filter, parse_filter
@@ -70,16 +71,18 @@ class MessageStep(_Step):
 
 class DelayStep(_Step):
     type: Literal["delay"]
-    days: int = Field(default=0, ge=0, le=3650)
-    hours: int = Field(default=0, ge=0)
-    minutes: int = Field(default=0, ge=0)
-    seconds: int = Field(default=0, ge=0)
+    days: Days = 0
+    hours: Hours = 0
+    minutes: Minutes = 0
+    seconds: Seconds = 0
     next: str | None = None
 
     @model_validator(mode="after")
     def _positive(self) -> DelayStep:
         if self.duration <= timedelta(0):
             raise ValueError("a delay needs a positive duration (days, hours, minutes and/or seconds)")
+        if self.duration > MAX_DURATION:
+            raise ValueError(f"a delay can be at most {MAX_DAYS} days (days, hours, minutes and seconds together)")
         return self
 
     @property
@@ -124,14 +127,14 @@ class EntryNow(BaseModel):
 class EntryAt(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["at"]
-    at: datetime
+    at: UtcDateTime
 
 
 class EntryRecurring(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["recurring"]
     cron: str = Field(description="Five-field cron expression, UTC, e.g. '0 9 * * 1' (Mondays 09:00).")
-    until: datetime | None = None
+    until: UtcDateTime | None = None
 
     @field_validator("cron")
     @classmethod
@@ -220,7 +223,7 @@ class Canvas:
             "id": self.id,
             "name": self.name,
             "status": self.status,
-            **self.definition.model_dump(mode="json", exclude={"name"}),
+            **shown_dump(self.definition, exclude={"name"}),
             "next_entry_at": self.next_entry_at.isoformat() if self.next_entry_at else None,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,

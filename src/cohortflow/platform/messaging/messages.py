@@ -10,10 +10,19 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.messaging.templates import validate_json_templates, validate_template
+from cohortflow.redact import MASK, is_secret_name, redact_url, redact_urls
 
 # A deliberately plain check: one @, no spaces, a dot in the domain. SMTP servers have the last word.
 EMAIL_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
@@ -63,8 +72,18 @@ class WebhookMessageSpec(BaseModel):
     def _url(cls, value: str) -> str:
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url must be an absolute http:// or https:// URL, got {value!r}")
+            raise ValueError(f"url must be an absolute http:// or https:// URL, got {redact_url(value)!r}")
         return value.strip()
+
+    @field_serializer("url")
+    def _shown_url(self, value: str, info: SerializationInfo) -> str:
+        return redact_url(value) if _shown(info) else value
+
+    @field_serializer("headers")
+    def _shown_headers(self, value: dict[str, str], info: SerializationInfo) -> dict[str, str]:
+        if not _shown(info):
+            return value
+        return {name: MASK if is_secret_name(name) else redact_urls(v) for name, v in value.items()}
 
     @field_validator("headers")
     @classmethod
@@ -78,6 +97,19 @@ class WebhookMessageSpec(BaseModel):
 
 
 M = TypeVar("M", bound=BaseModel)
+
+# Serialization context for a definition that is shown (API answers, CLI output) rather than stored: credentials in
+# webhook URLs and secret-named headers are masked. What is stored keeps them, since sending needs them.
+SHOWN: dict[str, bool] = {"shown": True}
+
+
+def _shown(info: SerializationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("shown"))
+
+
+def shown_dump(model: BaseModel, **kwargs: Any) -> dict[str, Any]:
+    """``model`` as JSON-ready data for people and API clients, credentials masked."""
+    return model.model_dump(mode="json", context=SHOWN, **kwargs)
 
 MessageSpec = Annotated[EmailMessageSpec | WebhookMessageSpec, Field(discriminator="channel")]
 Channel = Literal["email", "webhook"]

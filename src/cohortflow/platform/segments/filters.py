@@ -37,6 +37,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 from pydantic import model_validator as _model_validator
 
+from cohortflow.clock import to_utc
+from cohortflow.platform.bounds import INT64_MAX, INT64_MIN, MAX_DAYS
 from cohortflow.platform.errors import InvalidRequest
 
 MAX_NODES = 500
@@ -94,8 +96,13 @@ STANDARD_OPERATORS: dict[StandardKind, tuple[str, ...]] = {
     "timestamp": ("before", "after", "within_last_days", "exists", "does_not_exist"),
 }
 
-Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
-Value = Scalar | list[StrictStr | StrictInt | StrictFloat | StrictBool] | None
+# Integers are compared in SQL: one past a BIGINT would fail in the driver instead of as a 400.
+FilterInt = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
+Scalar = StrictStr | FilterInt | StrictFloat | StrictBool
+Value = Scalar | list[StrictStr | FilterInt | StrictFloat | StrictBool] | None
+# A filter's look-back in days, subtracted from "now".
+LookBackDays = Annotated[StrictInt, Field(ge=1, le=MAX_DAYS)]
+Count = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
 
 
 class _Node(BaseModel):
@@ -119,10 +126,12 @@ def parse_date_value(value: str) -> datetime:
     try:
         if len(value) == 10:
             d = date.fromisoformat(value)
-            return datetime(d.year, d.month, d.day)
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime(d.year, d.month, d.day)
+        else:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ValueError(f"{value!r} is not an ISO-8601 date or date-time") from exc
+    return to_utc(parsed)
 
 
 def _check_operator_value(subject: str, operator: str, value: Value, *, allow: str | None = None) -> None:
@@ -158,8 +167,10 @@ def _check_operator_value(subject: str, operator: str, value: Value, *, allow: s
             parse_date_value(value)
         except ValueError as exc:
             raise ValueError(f"operator {operator!r} on {subject} needs {wanted}: {exc}") from None
-    elif operator == "within_last_days" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ValueError(bad)
+    elif operator == "within_last_days" and (
+        not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DAYS
+    ):
+        raise ValueError(f"{bad} (at most {MAX_DAYS})" if isinstance(value, int) and value > MAX_DAYS else bad)
 
 
 class PartnerCohortFilter(_Node):
@@ -238,8 +249,8 @@ class CustomEventFilter(_Node):
 
     type: Literal["custom_event"]
     event: Annotated[str, Field(min_length=1, max_length=255)]
-    min_count: Annotated[StrictInt, Field(ge=1)] = 1
-    within_days: Annotated[StrictInt, Field(ge=1)] | None = None
+    min_count: Count = 1
+    within_days: LookBackDays | None = None
 
 
 class PurchaseFilter(_Node):
@@ -247,8 +258,8 @@ class PurchaseFilter(_Node):
 
     type: Literal["purchase"]
     product_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    min_count: Annotated[StrictInt, Field(ge=1)] = 1
-    within_days: Annotated[StrictInt, Field(ge=1)] | None = None
+    min_count: Count = 1
+    within_days: LookBackDays | None = None
 
 
 class RandomBucketFilter(_Node):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query
 from pydantic import BaseModel, ConfigDict
 
 from cohortflow.platform.api.deps import RestWorkspace, Runtime
+from cohortflow.platform.bounds import RowId, UtcDateTime
 from cohortflow.platform.messaging import campaigns
 from cohortflow.platform.messaging.campaigns import CampaignDefinition
 from cohortflow.settings import MessagingSettings, get_settings
@@ -26,7 +26,7 @@ Messaging = Annotated[MessagingSettings, Depends(messaging_settings)]
 class ScheduleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    at: datetime
+    at: UtcDateTime
 
 
 @router.post("", status_code=201, summary="Create a campaign (validated whole; nothing is saved on error)")
@@ -77,7 +77,7 @@ def list_sends(campaign_id: str, runtime: Runtime, workspace_id: RestWorkspace) 
 
 
 @router.get("/{campaign_id}/sends/{send_id}", summary="One send with its counts")
-def get_send(campaign_id: str, send_id: int, runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, Any]:
+def get_send(campaign_id: str, send_id: RowId, runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, Any]:
     with runtime.transaction() as conn:
         return campaigns.get_send(conn, workspace_id, campaign_id, send_id).to_dict()
 
@@ -85,12 +85,12 @@ def get_send(campaign_id: str, send_id: int, runtime: Runtime, workspace_id: Res
 @router.get("/{campaign_id}/sends/{send_id}/log", summary="Per-user send log (sent, failed with reason, skipped)")
 def send_log(
     campaign_id: str,
-    send_id: int,
+    send_id: RowId,
     runtime: Runtime,
     workspace_id: RestWorkspace,
     status: Literal["pending", "claimed", "sent", "failed", "skipped"] | None = None,
     limit: Annotated[int, Query(ge=1, le=campaigns.MAX_LOG_PAGE)] = 100,
-    after_user_id: int | None = None,
+    after_user_id: RowId | None = None,
 ) -> dict[str, Any]:
     with runtime.transaction() as conn:
         entries = campaigns.send_log(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cohortflow.keys import IssuedKey
 from cohortflow.platform import partners, workspaces
 from cohortflow.platform.api.deps import OperatorAuth, RestKey, RestWorkspace, Runtime
+from cohortflow.platform.bounds import RowId
 from cohortflow.platform.key_store import KeyInfo
 
 router = APIRouter(tags=["keys"])
@@ -83,7 +84,7 @@ def create_api_key(runtime: Runtime, workspace_id: RestWorkspace, body: KeyCreat
     description="From the next request on the key gets 401. A key may revoke itself unless it is the workspace's "
     "last live key (400).",
 )
-def revoke_api_key(key_id: int, runtime: Runtime, grant: RestKey) -> KeyOut:
+def revoke_api_key(key_id: RowId, runtime: Runtime, grant: RestKey) -> KeyOut:
     with runtime.transaction() as conn:
         info = workspaces.revoke_rest_api_key(conn, grant.workspace_id, str(key_id), acting_key_id=grant.key_id)
     return KeyOut.of(info)
@@ -111,7 +112,7 @@ def create_app_key(runtime: Runtime, workspace_id: RestWorkspace, body: KeyCreat
 
 
 @router.post("/app_keys/{key_id}/revoke", response_model=KeyOut, summary="Revoke an app key")
-def revoke_app_key(key_id: int, runtime: Runtime, workspace_id: RestWorkspace) -> KeyOut:
+def revoke_app_key(key_id: RowId, runtime: Runtime, workspace_id: RestWorkspace) -> KeyOut:
     with runtime.transaction() as conn:
         return KeyOut.of(workspaces.revoke_app_key(conn, workspace_id, str(key_id)))
 
@@ -150,6 +151,6 @@ def rotate_partner_key(name: str, runtime: Runtime, _operator: OperatorAuth) -> 
     tags=["admin"],
     summary="Revoke a partner API key (not the partner's last live one)",
 )
-def revoke_partner_key(name: str, key_id: int, runtime: Runtime, _operator: OperatorAuth) -> KeyOut:
+def revoke_partner_key(name: str, key_id: RowId, runtime: Runtime, _operator: OperatorAuth) -> KeyOut:
     with runtime.transaction() as conn:
         return KeyOut.of(partners.revoke_partner_key(conn, name, str(key_id)))
