@@ -42,6 +42,7 @@ from tests.sync.support import FaultProxy, platform_members
 from bench.bench_platform_ingest import new_credentials, seed_workspace
 from bench.harness import machine, platform_server, throwaway_database
 from bench.sync_support import SYNC, log, write_workspace
+from cohortflow.logs import configure_logging
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.settings import PlatformSettings
 from cohortflow.sync import load_workspace, run_sync
@@ -140,6 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.short:
         args.universe, args.kills, args.fault_runs, args.kill_window, args.batch_size = 3_000, 3, 3, 1.5, 50
+    configure_logging("WARNING", False)  # one line of JSON on stdout, the figures
     rng = random.Random(args.seed)
     users = int(args.universe * args.users)
     report: dict[str, Any] = {
