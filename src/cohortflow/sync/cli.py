@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 error or failed run, 3 partial run (some identifiers fa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -22,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cohortflow.errors import CohortflowError
 from cohortflow.settings import get_settings
+from cohortflow.sync.aio import run_blocking
 from cohortflow.sync.destinations import BrazeCohortsClient, open_client
 from cohortflow.sync.engine import RunResult, run_sync
 from cohortflow.sync.identifiers import describe
@@ -357,7 +357,7 @@ def _with_client(ctx: click.Context, name: str, fn: Callable[[Any], Any]) -> Any
         finally:
             await client.aclose()
 
-    return asyncio.run(go())
+    return run_blocking(go())
 
 
 @destinations_group.command("test")

@@ -9,9 +9,8 @@ This is the public entry point (the CLI, a scheduler or an API call :func:`run_s
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ import duckdb
 import pyarrow as pa
 import structlog
 
+from cohortflow.sync.aio import run_blocking
 from cohortflow.sync.delivery import Delivery, DeliveryTotals
 from cohortflow.sync.destinations import bind_sync
 from cohortflow.sync.destinations.base import SyncDestination
@@ -167,7 +167,7 @@ def run_sync(
         actual = None
         if reconcile:
             # The export runs in an event loop of its own and closes its client: delivery gets a new one.
-            actual = _run_async(_export(destination))
+            actual = run_blocking(_export(destination))
             destination = bind_sync(dest_config, name, sync)
         if not dry_run:
             store.compact_uncertain(name, run_id)
@@ -201,7 +201,7 @@ def run_sync(
                         store.forget_rejections(conn, name, op, plan.stale_rejections(op))
                     update_run(conn, run_id, status=SENDING, phases=phases.times, counts=counts, errors=errors)
                 closed = True  # _send closes the client inside its own event loop
-                totals = _run_async(
+                totals = run_blocking(
                     _send(workspace, name, run_id, destination, plan, counts, full_resync or reconcile, progress)
                 )
                 counts = {**counts, **totals.as_dict()}
@@ -243,7 +243,7 @@ def run_sync(
         if heartbeat is not None:
             heartbeat.__exit__(None, None, None)
         if not closed:
-            asyncio.run(destination.aclose())
+            run_blocking(destination.aclose())
     if result.status == FAILED and not dry_run:
         # The counts written per batch are the truth for what was delivered before the failure.
         counts = {**counts, **get_run(store, run_id).counts}
@@ -253,18 +253,6 @@ def run_sync(
         release_lock(store, name, run_id)
     log.info("sync run finished", sync=name, run_id=run_id, status=result.status, message=result.message)
     return result
-
-
-def _run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run delivery's event loop: uvloop where available (about a tenth less CPU per request than the
-    default loop in bench/bench_sync_delivery_cpu.py, which adds up while a run holds the rate limit for
-    hours), else asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:  # not on every platform (uvicorn[standard] installs it where it builds)
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 async def _export(destination: SyncDestination) -> list[pa.RecordBatch]:
