@@ -801,3 +801,42 @@ def test_track_objects_apply_in_request_order(client: httpx.Client, tenant: Tena
     ]
     user = export_one(client, tenant, external_ids=["z"])
     assert "first_name" not in user and user["last_name"] == "Created" and user["home_city"] == "Applied"
+
+
+def test_concurrent_requests_creating_the_same_users_lose_no_change(
+    server: Any, tenant: Tenant, runtime: PlatformRuntime
+) -> None:
+    """Eight connections create the same 75 new users at once, each incrementing a counter and adding to a
+    list: every user exists once and carries every request's changes (the loser of a creation race replays its
+    changes on the winner's row)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tag = uuid.uuid4().hex[:8]
+    ids = [f"race-{tag}-{i}" for i in range(75)]
+
+    def send(n: int) -> int:
+        body = {
+            "attributes": [
+                {"external_id": e, "visits": {"inc": 1}, "tags": {"add": [f"r{n}"]}, "country": "FR"} for e in ids
+            ],
+            "events": [{"external_id": ids[n], "name": "raced", "time": "2026-01-01T00:00:00Z"}],
+        }
+        with httpx.Client(base_url=server.base_url, timeout=60) as c:
+            return post(c, tenant, "/users/track", body).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(send, range(8))) == [201] * 8
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(
+            select(users.c.external_id, users.c.custom_attributes, users.c.country).where(
+                users.c.workspace_id == tenant.workspace_id, users.c.external_id.in_(ids)
+            )
+        ).all()
+        events = conn.execute(
+            select(func.count()).select_from(user_events).where(user_events.c.workspace_id == tenant.workspace_id)
+        ).scalar_one()
+    assert len(rows) == 75
+    for _ext, custom, country in rows:
+        assert custom["visits"] == 8 and sorted(custom["tags"]) == sorted(f"r{n}" for n in range(8))
+        assert country == "FR"
+    assert events == 8

@@ -155,7 +155,8 @@ def find_by_phone(conn: Connection, workspace_id: str, phone: str) -> list[int]:
     )
 
 
-def _new_user_values(workspace_id: str, external_id: str | None, now: datetime) -> dict[str, Any]:
+def new_user_values(workspace_id: str, external_id: str | None, now: datetime) -> dict[str, Any]:
+    """The columns of a new profile (a fresh braze_id and random bucket, no attributes)."""
     return {
         "workspace_id": workspace_id,
         "braze_id": new_braze_id(),
@@ -171,7 +172,7 @@ def create_user(conn: Connection, workspace_id: str, *, now: datetime | None = N
     """A new profile with no external id (anonymous or alias-only until identified)."""
     now = now or utcnow()
     user_id = conn.execute(
-        users.insert().values(**_new_user_values(workspace_id, None, now)).returning(users.c.id)
+        users.insert().values(**new_user_values(workspace_id, None, now)).returning(users.c.id)
     ).scalar_one()
     return int(user_id)
 
@@ -183,7 +184,7 @@ def get_or_create_by_external_id(
     now = now or utcnow()
     stmt: Insert = (
         upsert_insert(conn, users)
-        .values(**_new_user_values(workspace_id, external_id, now))
+        .values(**new_user_values(workspace_id, external_id, now))
         .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
         .returning(users.c.id)
     )
@@ -196,25 +197,18 @@ def get_or_create_by_external_id(
     return existing, False
 
 
-def create_users_by_external_id(
-    conn: Connection, workspace_id: str, external_ids: list[str], *, now: datetime | None = None
-) -> dict[str, int]:
-    """Create users for ``external_ids`` in one statement; returns the ones this call created.
+def insert_new_users_statement(conn: Connection) -> Any:
+    """``INSERT`` of new profiles skipping external ids that exist, returning (id, external_id) of those created.
 
-    Ids another request created meanwhile are skipped (``ON CONFLICT DO NOTHING``); the caller looks them up.
-    Rows are inserted in sorted order so two requests creating overlapping sets cannot deadlock.
+    Executed with one parameter set per user: SQLAlchemy compiles it once and sends the rows as one multi-row
+    ``INSERT`` ("insertmanyvalues"), where a statement built with ``.values(rows)`` is compiled afresh for every
+    request (its rows are part of the statement).
     """
-    if not external_ids:
-        return {}
-    now = now or utcnow()
-    rows = [_new_user_values(workspace_id, ext, now) for ext in sorted(set(external_ids))]
-    stmt = (
+    return (
         upsert_insert(conn, users)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
         .returning(users.c.id, users.c.external_id)
     )
-    return {str(ext): int(uid) for uid, ext in conn.execute(stmt)}
 
 
 def aliases_of(conn: Connection, user_id: int) -> list[AliasKey]:

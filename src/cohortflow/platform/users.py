@@ -563,18 +563,31 @@ class TrackResponse(BaseModel):
 
 
 class _Profile:
-    """A locked user row being changed in memory; written back once per request."""
+    """A locked user row being changed in memory; written back once per request.
 
-    def __init__(self, row: dict[str, Any]) -> None:
-        self.id: int = int(row["id"])
+    A *new* profile (``id`` None) is a user this request creates: it is inserted once, with its final
+    attributes, when the request is flushed; until then ``log`` keeps the changes applied to it, so that if a
+    concurrent request created the same user first they are replayed on that user instead.
+    """
+
+    def __init__(self, row: dict[str, Any], *, new: bool = False) -> None:
+        self.id: int | None = None if new else int(row["id"])
         self.row = row
         self.custom: dict[str, Any] = dict(row.get("custom_attributes") or {})
         self.columns: dict[str, Any] = {}
         self.dirty = False
+        self.log: list[tuple[ProfileChanges, str]] | None = [] if new else None
+
+    @property
+    def user_id(self) -> int:
+        assert self.id is not None, "a new profile has an id once the request is flushed"
+        return self.id
 
     def apply(self, changes: ProfileChanges, where: str) -> None:
         if not changes:
             return
+        if self.log is not None:
+            self.log.append((changes, where))
         self.dirty = True
         self.columns.update(changes.columns)
         for op in changes.custom:
@@ -615,7 +628,7 @@ def flush_profiles(conn: Connection, profiles: list[_Profile], now: datetime) ->
     """Write changed profiles back: one executemany per set of changed columns (one round trip on psycopg)."""
     groups: dict[tuple[str, ...], list[_Profile]] = {}
     for profile in profiles:
-        if profile.dirty:
+        if profile.dirty and profile.id is not None:
             groups.setdefault(tuple(sorted(profile.columns)), []).append(profile)
     for columns, group in groups.items():
         values: dict[str, Any] = {c: bindparam(f"v_{c}", type_=users.c[c].type) for c in columns}
@@ -648,6 +661,7 @@ class _Resolver:
         self.by_alias: dict[AliasKey, int] = {}
         self.by_braze: dict[str, int] = {}
         self.profiles: dict[int, _Profile] = {}
+        self.new_users: dict[str, _Profile] = {}
 
     def prefetch(self, objects: list[_Identified]) -> None:
         externals = {o.external_id for o in objects if o.external_id is not None}
@@ -667,16 +681,11 @@ class _Resolver:
             for o in objects:
                 if o.external_id is not None:
                     first.setdefault(o.external_id, o)
-            creatable = [e for e, o in first.items() if e not in self.by_external and not o.updates_existing_only]
-            self.by_external.update(identity.create_users_by_external_id(self.conn, ws, creatable, now=self.now))
-            missing = [e for e in creatable if e not in self.by_external]
-            if missing:  # created by a concurrent request since our lookup
-                for uid, ext in self.conn.execute(
-                    select(users.c.id, users.c.external_id).where(
-                        users.c.workspace_id == ws, users.c.external_id.in_(missing)
-                    )
-                ):
-                    self.by_external[ext] = int(uid)
+            # New users are created at flush, once, with the attributes the whole request gives them.
+            for ext, o in first.items():
+                if ext not in self.by_external and not o.updates_existing_only:
+                    values = identity.new_user_values(ws, ext, self.now)
+                    self.new_users[ext] = _Profile(values, new=True)
         if aliases:
             for uid, label, name in self.conn.execute(
                 select(user_aliases.c.user_id, user_aliases.c.alias_label, user_aliases.c.alias_name).where(
@@ -716,6 +725,8 @@ class _Resolver:
         create = not obj.updates_existing_only
         if obj.external_id is not None:
             uid = self.by_external.get(obj.external_id)
+            if uid is None and obj.external_id in self.new_users:
+                return self.new_users[obj.external_id]
             if uid is None:
                 if not create:
                     return "external_id does not exist and _update_existing_only is true"
@@ -742,7 +753,47 @@ class _Resolver:
         return self.profiles[uid]
 
     def flush(self) -> None:
+        self._insert_new_users()
         flush_profiles(self.conn, list(self.profiles.values()), self.now)
+
+    def _insert_new_users(self) -> None:
+        """Insert the request's new users with their final attributes: one cached statement, one round trip.
+
+        A user another request created since the lookup is skipped by ``ON CONFLICT DO NOTHING``; the changes
+        this request made to it are replayed on that user, locked, as if it had existed all along.
+        """
+        if not self.new_users:
+            return
+        columns = sorted({c for p in self.new_users.values() for c in p.columns})
+        rows = [
+            {
+                **p.row,
+                **{c: p.columns.get(c) for c in columns},
+                "custom_attributes": p.custom,
+                "updated_at": self.now,
+            }
+            # Sorted, so two requests creating overlapping sets take their row locks in the same order.
+            for _, p in sorted(self.new_users.items())
+        ]
+        created = {
+            str(ext): int(uid)
+            for uid, ext in self.conn.execute(identity.insert_new_users_statement(self.conn), rows)
+        }
+        for ext, profile in self.new_users.items():
+            uid = created.get(ext)
+            if uid is not None:
+                profile.id = uid
+                profile.dirty = False
+                self.profiles[uid] = profile
+                continue
+            existing = identity.find_by_external_id(self.conn, self.workspace_id, ext)
+            if existing is None:  # pragma: no cover - the conflicting row is visible once its writer committed
+                raise InvalidRequest(f"external_id {ext!r} is being created by another request; retry")
+            replayed = self.profiles.get(existing) or self._load(existing)
+            for changes, where in profile.log or []:
+                replayed.apply(changes, where)
+            profile.id = existing
+        self.new_users.clear()
 
 
 def event_row(
@@ -770,38 +821,43 @@ def track(conn: Connection, workspace_id: str, request: TrackRequest, *, now: da
         target.apply(attr.changes, f"attributes[{index}]")
         processed["attributes"] += 1
 
-    event_rows: list[dict[str, Any]] = []
+    # Rows name their user by profile: a user this request creates has an id only once it is flushed.
+    pending_events: list[tuple[_Profile, EventObject]] = []
     for index, event in enumerate(events):
         target = resolver.resolve(event)
         if isinstance(target, str):
             errors.append(TrackError(type=target, input_array="events", index=index))
             continue
-        event_rows.append(
-            event_row(workspace_id, target.id, event.name, min(parse_time(event.time), now), event.properties)
-        )
+        pending_events.append((target, event))
         processed["events"] += 1
 
-    purchase_rows: list[dict[str, Any]] = []
+    pending_purchases: list[tuple[_Profile, PurchaseObject]] = []
     for index, purchase in enumerate(purchases):
         target = resolver.resolve(purchase)
         if isinstance(target, str):
             errors.append(TrackError(type=target, input_array="purchases", index=index))
             continue
-        purchase_rows.append(
-            {
-                "workspace_id": workspace_id,
-                "user_id": target.id,
-                "product_id": purchase.product_id,
-                "currency": purchase.currency,
-                "price": float(purchase.price),
-                "quantity": purchase.quantity,
-                "time": min(parse_time(purchase.time), now),
-                "properties": purchase.properties or {},
-            }
-        )
+        pending_purchases.append((target, purchase))
         processed["purchases"] += 1
 
     resolver.flush()
+    event_rows = [
+        event_row(workspace_id, target.user_id, e.name, min(parse_time(e.time), now), e.properties)
+        for target, e in pending_events
+    ]
+    purchase_rows = [
+        {
+            "workspace_id": workspace_id,
+            "user_id": target.user_id,
+            "product_id": purchase.product_id,
+            "currency": purchase.currency,
+            "price": float(purchase.price),
+            "quantity": purchase.quantity,
+            "time": min(parse_time(purchase.time), now),
+            "properties": purchase.properties or {},
+        }
+        for target, purchase in pending_purchases
+    ]
     if event_rows:
         conn.execute(insert(user_events), event_rows)
     if purchase_rows:
