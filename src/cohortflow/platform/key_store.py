@@ -93,11 +93,16 @@ def find_live(
     return row
 
 
+def use_is_stale(row: Any, now: datetime | None = None) -> bool:
+    """Whether a use of the key ``row`` (from :func:`find_live`) is worth recording (see ``touch_last_used``)."""
+    return row.last_used_at is None or as_utc(row.last_used_at) < (now or utcnow()) - LAST_USED_RESOLUTION
+
+
 def touch_last_used(conn: Connection, table: Table, row: Any, now: datetime | None = None) -> None:
     """Record a use of the key ``row`` (from :func:`find_live`) at most once per :data:`LAST_USED_RESOLUTION`."""
     now = now or utcnow()
     stale = now - LAST_USED_RESOLUTION
-    if row.last_used_at is not None and as_utc(row.last_used_at) >= stale:
+    if not use_is_stale(row, now):
         return
     # The condition again in SQL: of concurrent requests that all saw a stale time, one writes.
     conn.execute(

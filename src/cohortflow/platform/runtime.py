@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine
 
 from cohortflow.clock import Clock, utcnow
 from cohortflow.platform.ratelimit import PartnerRateLimiter
-from cohortflow.platform.store.engine import make_engine, migrate
+from cohortflow.platform.store.engine import READ_ONLY, make_engine, migrate
 from cohortflow.settings import PlatformSettings
 
 
@@ -46,6 +46,15 @@ class PlatformRuntime:
         """One unit of work: all of it commits, or none of it does."""
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A unit of work that only reads: one consistent snapshot, and on SQLite no wait for (or block of) the
+        one writer that :meth:`transaction` serializes on. Writing inside it is a bug (SQLite refuses it late)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                yield conn
 
     def close(self) -> None:
         self.engine.dispose()

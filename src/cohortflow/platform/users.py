@@ -23,6 +23,8 @@ Decisions where Braze is silent or where we differ, all compatible with its docu
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import re
 import zoneinfo
@@ -625,11 +627,30 @@ class _Profile:
 
 
 def flush_profiles(conn: Connection, profiles: list[_Profile], now: datetime) -> None:
-    """Write changed profiles back: one executemany per set of changed columns (one round trip on psycopg)."""
+    """Write changed profiles back: one statement per set of changed columns.
+
+    PostgreSQL: one ``UPDATE ... FROM unnest(arrays)`` for the whole set (one statement for the server to run,
+    not one per user); SQLite (in process, no round trips): one executemany.
+    """
     groups: dict[tuple[str, ...], list[_Profile]] = {}
     for profile in profiles:
         if profile.dirty and profile.id is not None:
             groups.setdefault(tuple(sorted(profile.columns)), []).append(profile)
+    if conn.dialect.name == "postgresql":
+        serialize = getattr(conn.dialect, "_json_serializer", None) or json.dumps
+        for columns, group in groups.items():
+            conn.exec_driver_sql(
+                _pg_update_sql(columns),
+                (
+                    now,  # updated_at: its placeholder comes first, in SET
+                    [p.id for p in group],
+                    *([p.columns[c] for p in group] for c in columns),
+                    [serialize(p.custom) for p in group],
+                ),
+            )
+            for p in group:
+                p.dirty = False
+        return
     for columns, group in groups.items():
         values: dict[str, Any] = {c: bindparam(f"v_{c}", type_=users.c[c].type) for c in columns}
         values["custom_attributes"] = bindparam("v_custom_attributes", type_=users.c.custom_attributes.type)
@@ -650,6 +671,17 @@ def flush_profiles(conn: Connection, profiles: list[_Profile], now: datetime) ->
             p.dirty = False
 
 
+@functools.cache
+def _pg_update_sql(columns: tuple[str, ...]) -> str:
+    """``UPDATE users`` of ``columns`` (all text) and the custom attributes for a batch of users given as arrays."""
+    names = [*columns, "custom_attributes"]
+    arrays = ", ".join(["%s::bigint[]", *(["%s::text[]"] * len(columns)), "%s::text[]"])
+    sets = ", ".join(
+        [*(f"{c} = v.{c}" for c in columns), "custom_attributes = v.custom_attributes::jsonb", "updated_at = %s"]
+    )
+    return f"UPDATE users AS u SET {sets} FROM unnest({arrays}) AS v(id, {', '.join(names)}) WHERE u.id = v.id"
+
+
 class _Resolver:
     """Resolves the users a track request names, locking them, creating the ones it may create."""
 
@@ -668,7 +700,16 @@ class _Resolver:
         aliases = {o.user_alias.key() for o in objects if o.user_alias is not None}
         brazes = {o.braze_id for o in objects if o.braze_id is not None}
         ws = self.workspace_id
-        if externals:
+        if externals and not aliases and not brazes:
+            # The common request, every user named by external id: find and lock them in one statement (rows
+            # locked in id order, as below, so concurrent requests cannot deadlock).
+            query = select(users).where(users.c.workspace_id == ws, users.c.external_id.in_(externals))
+            if self.conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            for row in self.conn.execute(query.order_by(users.c.id)).mappings():
+                self.by_external[row["external_id"]] = int(row["id"])
+                self.profiles[int(row["id"])] = _Profile(dict(row))
+        elif externals:
             for uid, ext in self.conn.execute(
                 select(users.c.id, users.c.external_id).where(
                     users.c.workspace_id == ws, users.c.external_id.in_(externals)
@@ -701,7 +742,8 @@ class _Resolver:
                 select(users.c.id, users.c.braze_id).where(users.c.workspace_id == ws, users.c.braze_id.in_(brazes))
             ):
                 self.by_braze[bid] = int(uid)
-        ids = sorted({*self.by_external.values(), *self.by_alias.values(), *self.by_braze.values()})
+        named = {*self.by_external.values(), *self.by_alias.values(), *self.by_braze.values()}
+        ids = sorted(named - set(self.profiles))
         if ids:
             query = select(users).where(users.c.workspace_id == ws, users.c.id.in_(ids)).order_by(users.c.id)
             if self.conn.dialect.name == "postgresql":

@@ -37,6 +37,8 @@ class KeyGrant:
 
     key_id: int
     workspace_id: str
+    # Authenticated without recording the use (``record_use=False``) although it is due: see record_key_use.
+    use_unrecorded: bool = False
 
 
 def create_workspace(conn: Connection, name: str) -> NewWorkspace:
@@ -82,12 +84,26 @@ def _list(conn: Connection, table: Table, workspace_id: str) -> list[KeyInfo]:
     return key_store.list_keys(conn, table, [table.c.workspace_id == workspace_id])
 
 
-def _authenticate(conn: Connection, table: Table, plain: object, invalid: str) -> KeyGrant:
+def _authenticate(conn: Connection, table: Table, plain: object, invalid: str, record_use: bool) -> KeyGrant:
     row = key_store.find_live(conn, table, plain, table.c.workspace_id)
     if row is None:
         raise AuthenticationFailed(invalid)
-    key_store.touch_last_used(conn, table, row)
-    return KeyGrant(key_id=int(row.id), workspace_id=str(row.workspace_id))
+    if record_use:
+        key_store.touch_last_used(conn, table, row)
+    return KeyGrant(
+        key_id=int(row.id),
+        workspace_id=str(row.workspace_id),
+        use_unrecorded=not record_use and key_store.use_is_stale(row),
+    )
+
+
+def record_rest_key_use(conn: Connection, grant: KeyGrant) -> None:
+    """Record the use of a REST API key authenticated with ``record_use=False`` (in a reading transaction)."""
+    row = conn.execute(
+        select(rest_api_keys.c.id, rest_api_keys.c.last_used_at).where(rest_api_keys.c.id == grant.key_id)
+    ).first()
+    if row is not None:
+        key_store.touch_last_used(conn, rest_api_keys, row)
 
 
 # --- REST API keys -------------------------------------------------------------------------------------
@@ -101,11 +117,12 @@ def list_rest_api_keys(conn: Connection, workspace_id: str) -> list[KeyInfo]:
     return _list(conn, rest_api_keys, workspace_id)
 
 
-def authenticate_rest_key(conn: Connection, plain: str | None) -> KeyGrant:
-    """The workspace a live REST API key opens; records its use at most once a minute."""
+def authenticate_rest_key(conn: Connection, plain: str | None, *, record_use: bool = True) -> KeyGrant:
+    """The workspace a live REST API key opens; records its use at most once a minute (``record_use=False``:
+    only reads, and the grant says whether :func:`record_rest_key_use` is due)."""
     if not plain:
         raise AuthenticationFailed("Invalid API key: missing Authorization: Bearer header")
-    return _authenticate(conn, rest_api_keys, plain, "Invalid API key")
+    return _authenticate(conn, rest_api_keys, plain, "Invalid API key", record_use)
 
 
 def revoke_rest_api_key(
@@ -143,7 +160,7 @@ def authenticate_app_key(conn: Connection, plain: str | None) -> KeyGrant:
     """The workspace an SDK app key belongs to; records its use at most once a minute."""
     if not plain:
         raise AuthenticationFailed("Invalid app key: missing api_key")
-    return _authenticate(conn, app_keys, plain, "Invalid app key")
+    return _authenticate(conn, app_keys, plain, "Invalid app key", True)
 
 
 def revoke_app_key(conn: Connection, workspace_id: str, key_ref: str) -> KeyInfo:

@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cohortflow.platform.operator_tokens import Operator, authenticate_operator
 from cohortflow.platform.runtime import PlatformRuntime
-from cohortflow.platform.workspaces import KeyGrant, authenticate_rest_key
+from cohortflow.platform.workspaces import KeyGrant, authenticate_rest_key, record_rest_key_use
 
 _bearer = HTTPBearer(auto_error=False, description="A workspace REST API key")
 _operator_bearer = HTTPBearer(
@@ -33,10 +33,15 @@ def rest_key(
 ) -> KeyGrant:
     """The request's REST API key (``Authorization: Bearer``): which key, and the workspace it opens.
 
-    Its own short transaction: authentication may record the key's last use (at most once a minute).
+    A reading transaction (on SQLite it waits for no writer); the key's last use is written, in a transaction of
+    its own, only when due (at most once a minute).
     """
-    with runtime.transaction() as conn:
-        return authenticate_rest_key(conn, credentials.credentials if credentials else None)
+    with runtime.read() as conn:
+        grant = authenticate_rest_key(conn, credentials.credentials if credentials else None, record_use=False)
+    if grant.use_unrecorded:
+        with runtime.transaction() as conn:
+            record_rest_key_use(conn, grant)
+    return grant
 
 
 def rest_workspace(grant: Annotated[KeyGrant, Depends(rest_key)]) -> str:

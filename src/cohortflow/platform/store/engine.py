@@ -30,6 +30,11 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+# Execution option of a connection that only reads (``PlatformRuntime.read``): on SQLite it begins without the
+# write lock that every other transaction takes up front.
+READ_ONLY = "cf_read_only"
+
+
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, write_wait_seconds: float = 30.0) -> Engine:
     """An engine for SQLite (WAL, IMMEDIATE transactions) or PostgreSQL (psycopg 3, pooled).
 
@@ -60,6 +65,10 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, write_wait
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
+            if conn.get_execution_options().get(READ_ONLY):
+                # A reader: a deferred BEGIN reads a WAL snapshot and waits for no writer (nor blocks one).
+                conn.exec_driver_sql("BEGIN")
+                return
             if not writer.acquire(timeout=write_wait_seconds):
                 # The same error SQLite's busy timeout gives, wrapped as SQLAlchemy wraps driver errors, so
                 # callers map both waits alike (423 for imports, 503 elsewhere).
