@@ -716,17 +716,17 @@ class _Resolver:
                 )
             ):
                 self.by_external[ext] = int(uid)
-            # Create in one statement the missing users whose first mention may create them; a user whose first
-            # mention is update-only is left to ``resolve``, so the request's order still decides.
+        if externals:
+            # Missing users whose first mention may create them are created at flush, once, with the attributes
+            # the whole request gives them; a user whose first mention is update-only is left to ``resolve``,
+            # so the request's order still decides.
             first: dict[str, _Identified] = {}
             for o in objects:
                 if o.external_id is not None:
                     first.setdefault(o.external_id, o)
-            # New users are created at flush, once, with the attributes the whole request gives them.
             for ext, o in first.items():
                 if ext not in self.by_external and not o.updates_existing_only:
-                    values = identity.new_user_values(ws, ext, self.now)
-                    self.new_users[ext] = _Profile(values, new=True)
+                    self.new_users[ext] = _Profile(identity.new_user_values(ws, ext, self.now), new=True)
         if aliases:
             for uid, label, name in self.conn.execute(
                 select(user_aliases.c.user_id, user_aliases.c.alias_label, user_aliases.c.alias_name).where(
