@@ -20,6 +20,8 @@ both user rows first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serializes
 
 from __future__ import annotations
 
+import functools
+import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -197,17 +199,44 @@ def get_or_create_by_external_id(
     return existing, False
 
 
-def insert_new_users_statement(conn: Connection) -> Any:
-    """``INSERT`` of new profiles skipping external ids that exist, returning (id, external_id) of those created.
+def insert_new_users(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert new profiles (``new_user_values`` plus any standard columns, the same keys in every row), skipping
+    external ids that exist; returns ``{external_id: id}`` of those created, in one statement.
 
-    Executed with one parameter set per user: SQLAlchemy compiles it once and sends the rows as one multi-row
-    ``INSERT`` ("insertmanyvalues"), where a statement built with ``.values(rows)`` is compiled afresh for every
-    request (its rows are part of the statement).
+    PostgreSQL: ``INSERT ... SELECT FROM unnest(arrays)``, a short statement psycopg prepares once; elsewhere an
+    executemany, which SQLAlchemy sends as one multi-row ``INSERT`` ("insertmanyvalues") compiled once (a
+    statement built with ``.values(rows)`` is compiled afresh for every request: its rows are part of it).
     """
+    if not rows:
+        return {}
+    if conn.dialect.name == "postgresql":
+        shared = ("workspace_id", "created_at", "updated_at")
+        per_row = sorted(k for k in rows[0] if k not in shared)
+        serialize = getattr(conn.dialect, "_json_serializer", None) or json.dumps
+        arrays = [
+            [serialize(r[k]) for r in rows] if k == "custom_attributes" else [r[k] for r in rows] for k in per_row
+        ]
+        result = conn.exec_driver_sql(_pg_insert_sql(tuple(per_row)), (*(rows[0][k] for k in shared), *arrays))
+    else:
+        stmt = (
+            upsert_insert(conn, users)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
+            .returning(users.c.id, users.c.external_id)
+        )
+        result = conn.execute(stmt, rows)
+    return {str(ext): int(uid) for uid, ext in result}
+
+
+@functools.cache
+def _pg_insert_sql(per_row: tuple[str, ...]) -> str:
+    casts = {"random_bucket": "int[]"}
+    values = [f"v.{k}::jsonb" if k == "custom_attributes" else f"v.{k}" for k in per_row]
+    arrays = ", ".join(f"%s::{casts.get(k, 'text[]')}" for k in per_row)
     return (
-        upsert_insert(conn, users)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
-        .returning(users.c.id, users.c.external_id)
+        f"INSERT INTO users (workspace_id, created_at, updated_at, {', '.join(per_row)}) "
+        f"SELECT %s, %s, %s, {', '.join(values)} FROM unnest({arrays}) AS v({', '.join(per_row)}) "
+        # Sorted: two requests creating overlapping sets take the unique index's locks in the same order.
+        "ORDER BY v.external_id ON CONFLICT (workspace_id, external_id) DO NOTHING RETURNING id, external_id"
     )
 
 

@@ -109,7 +109,7 @@ def in_batch(conn: Connection, target: ColumnElement[Any] | ColumnClause[Any], v
     return target.in_(select(batch_value(conn, source, element_type)))
 
 
-def _probe(conn: Connection, query: Select[Any], in_workspace: ColumnElement[bool], key: ColumnClause[Any],
+def probe(conn: Connection, query: Select[Any], in_workspace: ColumnElement[bool], key: ColumnClause[Any],
            values: Sequence[str]) -> Select[Any]:
     """``query`` restricted to rows whose ``key`` is one of ``values``, probing the unique index per value.
 
@@ -128,7 +128,7 @@ def match_external_ids(conn: Connection, workspace_id: str, external_ids: Collec
     if not wanted:
         return {}
     rows = conn.execute(
-        _probe(conn, select(users.c.external_id, users.c.id), users.c.workspace_id == workspace_id,
+        probe(conn, select(users.c.external_id, users.c.id), users.c.workspace_id == workspace_id,
                users.c.external_id, wanted)
     )
     return {str(external_id): int(user_id) for external_id, user_id in rows.all()}
@@ -139,7 +139,7 @@ def match_anonymous_devices(conn: Connection, workspace_id: str, device_ids: Col
     wanted = sorted(v for v in set(device_ids) if _storable(v, _DEVICE_ID_MAX))
     if not wanted:
         return {}
-    found = _probe(conn, select(user_devices.c.device_id, user_devices.c.user_id),
+    found = probe(conn, select(user_devices.c.device_id, user_devices.c.user_id),
                    user_devices.c.workspace_id == workspace_id, user_devices.c.device_id, wanted).subquery()
     rows = conn.execute(
         select(found.c.device_id, users.c.id)

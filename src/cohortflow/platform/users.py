@@ -47,7 +47,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
 
 from cohortflow.clock import as_utc, to_utc, utcnow
-from cohortflow.platform import identity
+from cohortflow.platform import identity, matching
 from cohortflow.platform.bounds import MAX_AMOUNT, check_int64
 from cohortflow.platform.cohorts import in_workspace_cohorts
 from cohortflow.platform.errors import InvalidRequest
@@ -703,7 +703,9 @@ class _Resolver:
         if externals and not aliases and not brazes:
             # The common request, every user named by external id: find and lock them in one statement (rows
             # locked in id order, as below, so concurrent requests cannot deadlock).
-            query = select(users).where(users.c.workspace_id == ws, users.c.external_id.in_(externals))
+            query = matching.probe(
+                self.conn, select(users), users.c.workspace_id == ws, users.c.external_id, sorted(externals)
+            )
             if self.conn.dialect.name == "postgresql":
                 query = query.with_for_update()
             for row in self.conn.execute(query.order_by(users.c.id)).mappings():
@@ -817,10 +819,7 @@ class _Resolver:
             # Sorted, so two requests creating overlapping sets take their row locks in the same order.
             for _, p in sorted(self.new_users.items())
         ]
-        created = {
-            str(ext): int(uid)
-            for uid, ext in self.conn.execute(identity.insert_new_users_statement(self.conn), rows)
-        }
+        created = identity.insert_new_users(self.conn, rows)
         for ext, profile in self.new_users.items():
             uid = created.get(ext)
             if uid is not None:
