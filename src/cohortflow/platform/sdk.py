@@ -32,18 +32,10 @@ from sqlalchemy import Connection, insert
 from cohortflow.clock import utcnow
 from cohortflow.platform import identity
 from cohortflow.platform.errors import InvalidRequest
+from cohortflow.platform.profile_attributes import ProfileAttributes
 from cohortflow.platform.store.schema import user_events
-from cohortflow.platform.users import (
-    MAX_TRACK_OBJECTS,
-    DeviceId,
-    EventFields,
-    ExternalId,
-    ProfileAttributes,
-    RequestBody,
-    apply_profile_changes,
-    event_row,
-    validation_error,
-)
+from cohortflow.platform.tracking import EventFields, apply_profile_changes, event_row
+from cohortflow.platform.user_requests import MAX_TRACK_OBJECTS, DeviceId, ExternalId, RequestBody, validation_error
 
 MAX_SDK_EVENTS = MAX_TRACK_OBJECTS
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from cohortflow.platform import users
+from cohortflow.platform import tracking, user_export, users
 from cohortflow.platform.api.deps import RestWorkspace, Runtime
 from cohortflow.platform.api.errors import MessageResponse
 
@@ -31,7 +31,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/track",
     status_code=201,
-    response_model=users.TrackResponse,
+    response_model=tracking.TrackResponse,
     response_model_exclude_none=True,
     responses=_ERRORS,
     summary="Record attributes, events and purchases",
@@ -44,9 +44,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "user that may not be created are skipped and listed in `errors`."
     ),
 )
-def track(body: users.TrackRequest, workspace_id: RestWorkspace, runtime: Runtime) -> users.TrackResponse:
+def track(body: tracking.TrackRequest, workspace_id: RestWorkspace, runtime: Runtime) -> tracking.TrackResponse:
     with runtime.transaction() as conn:
-        return users.track(conn, workspace_id, body, now=runtime.clock())
+        return tracking.track(conn, workspace_id, body, now=runtime.clock())
 
 
 @router.post(
@@ -104,7 +104,7 @@ def delete(body: users.DeleteRequest, workspace_id: RestWorkspace, runtime: Runt
 @router.post(
     "/export/ids",
     status_code=201,
-    response_model=users.ExportResponse,
+    response_model=user_export.ExportResponse,
     response_model_exclude_none=True,
     responses=_ERRORS,
     summary="Export user profiles by identifier",
@@ -115,6 +115,8 @@ def delete(body: users.DeleteRequest, workspace_id: RestWorkspace, runtime: Runt
         "Identifiers naming no user are listed in `invalid_user_ids` (aliases in `invalid_user_aliases`)."
     ),
 )
-def export_ids(body: users.ExportRequest, workspace_id: RestWorkspace, runtime: Runtime) -> users.ExportResponse:
-    with runtime.transaction() as conn:
-        return users.export_ids(conn, workspace_id, body)
+def export_ids(
+    body: user_export.ExportRequest, workspace_id: RestWorkspace, runtime: Runtime
+) -> user_export.ExportResponse:
+    with runtime.read() as conn:
+        return user_export.export_ids(conn, workspace_id, body)
