@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from cohortflow.sync.audiences.config import AudienceConfig, ParentConfig, PriorityListConfig
+from cohortflow.sync.audiences.config import AudienceConfig, AudienceRef, ParentConfig, PriorityListConfig
 from cohortflow.sync.audiences.filters import FILTER_TYPES
 from cohortflow.sync.audiences.validate import audience_problems
 from cohortflow.sync.errors import ConfigError
@@ -181,7 +181,8 @@ CohortConfig = Annotated[CreateCohort | ExistingCohort, Field(discriminator="mod
 
 
 class SyncConfig(_Strict):
-    model: str
+    model: str | None = None
+    audience: AudienceRef | None = Field(default=None, description="Sync an audience instead of a model.")
     destination: str
     identifier: IdentifierConfig
     cohort: CohortConfig | None = None
@@ -195,6 +196,12 @@ class SyncConfig(_Strict):
         le=1000,
         description="Runs in which the destination rejects an identifier before it is quarantined (not sent).",
     )
+
+    @model_validator(mode="after")
+    def _model_or_audience(self) -> SyncConfig:
+        if (self.model is None) == (self.audience is None):
+            raise ValueError("a sync needs exactly one of 'model' or 'audience'")
+        return self
 
 
 class WorkspaceConfig(_Strict):
@@ -215,8 +222,10 @@ class WorkspaceConfig(_Strict):
             if model.source not in self.sources:
                 problems.append((("models", name, "source"), f"unknown source {model.source!r}"))
         for name, sync in self.syncs.items():
-            if sync.model not in self.models:
-                problems.append((("syncs", name, "model"), f"unknown model {sync.model!r}"))
+            if sync.model is not None and sync.model not in self.models:
+                is_audience = sync.model in self.audiences
+                hint = f"; {sync.model!r} is an audience: use 'audience: {sync.model}'" if is_audience else ""
+                problems.append((("syncs", name, "model"), f"unknown model {sync.model!r}{hint}"))
             dest = self.destinations.get(sync.destination)
             if dest is None:
                 problems.append((("syncs", name, "destination"), f"unknown destination {sync.destination!r}"))

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cohortflow.cli import cli
+from cohortflow.sync.audiences.config import AudienceRef
 from cohortflow.sync.audiences.filters import EventCondition, PropertyCondition
 from cohortflow.sync.config import parse_workspace
 from cohortflow.sync.errors import ConfigError
@@ -55,11 +56,26 @@ audiences:
     filter: {type: property, column: ltv, operator: less_than, value: 10}
 priority_lists:
   tiers: {audiences: [engaged, cheap]}
+destinations:
+  braze: {type: braze_cohorts, rest_endpoint: "http://127.0.0.1:9", partner: p, partner_api_key: a, data_import_key: b}
+syncs:
+  holdout:
+    audience: {name: engaged, split: holdout, priority_list: tiers}
+    destination: braze
+    identifier: {external_id: external_id}
+    cohort: {mode: create, name: Holdout}
+  cheap:
+    audience: cheap
+    destination: braze
+    identifier: {alias: {name_column: email, label: email}}
+    cohort: {mode: create, name: Cheap}
 """
 
 
 def test_good_file_validates() -> None:
     config = parse_workspace(GOOD, "cohortflow.yaml")
+    assert config.syncs["holdout"].audience == AudienceRef(name="engaged", split="holdout", priority_list="tiers")
+    assert config.syncs["cheap"].audience == AudienceRef(name="cheap")
     engaged = config.audiences["engaged"].filter
     assert engaged is not None and engaged.type == "and"
     assert isinstance(engaged.filters[0], PropertyCondition) and engaged.filters[0].value == ["FR", "DE"]
@@ -69,6 +85,7 @@ def test_good_file_validates() -> None:
 
 
 CHEAP = "filter: {type: property, column: ltv, operator: less_than, value: 10}"
+HOLDOUT = "audience: {name: engaged, split: holdout, priority_list: tiers}"
 
 BAD: list[tuple[tuple[str, str], str]] = [
     # columns, operators and values, by type
@@ -220,6 +237,38 @@ BAD: list[tuple[tuple[str, str], str]] = [
         ("tiers: {audiences: [engaged, cheap]}", "tiers: {audiences: [engaged, engaged]}"),
         "cohortflow.yaml:41: priority_lists.tiers.audiences.1: audience 'engaged' is listed twice",
     ),
+    # syncs of audiences
+    (
+        ("    audience: cheap\n", "    audience: chaep\n"),
+        "cohortflow.yaml:51: syncs.cheap.audience: unknown audience 'chaep' (audiences: cheap, engaged)",
+    ),
+    (
+        ("    audience: cheap\n", "    model: cheap\n"),
+        "cohortflow.yaml:51: syncs.cheap.model: unknown model 'cheap'; 'cheap' is an audience: use 'audience: cheap'",
+    ),
+    (
+        ("    audience: cheap\n", "    audience: cheap\n    model: customers\n"),
+        "cohortflow.yaml:50: syncs.cheap: a sync needs exactly one of 'model' or 'audience'",
+    ),
+    (
+        ("split: holdout,", "split: control,"),
+        "cohortflow.yaml:46: syncs.holdout.audience.split: audience 'engaged' has no split group 'control' "
+        "(groups: holdout, treatment)",
+    ),
+    (
+        (HOLDOUT, "audience: {name: cheap, priority_list: tiers, split: x}"),
+        "syncs.holdout.audience.split: audience 'cheap' has no split group 'x' (groups: none declared)",
+    ),
+    (
+        ("tiers: {audiences: [engaged, cheap]}", "tiers: {audiences: [cheap]}"),
+        "syncs.holdout.audience.priority_list: priority list 'tiers' does not list audience 'engaged' "
+        "(it lists: cheap)",
+    ),
+    (
+        ("identifier: {external_id: external_id}", "identifier: {external_id: id}"),
+        "cohortflow.yaml:48: syncs.holdout.identifier: column 'id' is not an identifier of parent 'people' "
+        "(identifiers: external_id, email)",
+    ),
 ]  # fmt: skip
 
 
@@ -238,7 +287,7 @@ def test_a_bad_file_runs_nothing_and_writes_nothing(tmp_path: Path) -> None:
     )
     state = tmp_path / "state.db"
     runner = CliRunner()
-    for args in (["validate"], ["run", "cheap"]):
+    for args in (["validate"], ["run", "cheap"], ["audiences", "size", "cheap"], ["audiences", "compile", "cheap"]):
         result = runner.invoke(
             cli, ["sync", "-f", str(tmp_path / "cohortflow.yaml"), "--state-url", f"sqlite:///{state}", *args]
         )
