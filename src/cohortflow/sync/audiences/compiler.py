@@ -199,14 +199,18 @@ class AudienceQuery:
             query = query.limit(limit)
         return self._render(query)
 
-    def counts(self, conditions: Sequence[exp.Expr]) -> str:
-        """One row: the parent's row count (``parent_rows``), then ``c0``, ``c1``, ... how many rows satisfy each
-        condition. One scan of the parent whatever the number of conditions."""
-        columns: list[exp.Expr] = [exp.alias_(exp.Count(this=exp.Star()), "parent_rows")]
+    def counts(self, within: exp.Expr, conditions: Sequence[exp.Expr] = ()) -> str:
+        """One row: ``rows``, how many parent rows satisfy ``within``, then ``c0``, ``c1``, ... how many of those
+        satisfy each of ``conditions``. The filter is a WHERE, not one more CASE, so that the engine can apply it
+        first (and, in DuckDB, join only the selected people into correlated subqueries)."""
+        columns: list[exp.Expr] = [exp.alias_(exp.Count(this=exp.Star()), "rows")]
         for i, condition in enumerate(conditions):
             flag = exp.Case(ifs=[exp.If(this=condition, true=_number(1))], default=_number(0))
             columns.append(exp.alias_(exp.Sum(this=flag), f"c{i}"))
-        return self._render(self._from(exp.select(*columns)))
+        query = self._from(exp.select(*columns))
+        if not (isinstance(within, exp.Boolean) and within.this is True):
+            query = query.where(within)
+        return self._render(query)
 
     # -- trees --------------------------------------------------------------------------------------------
 
@@ -355,11 +359,14 @@ class AudienceQuery:
         alias, keys, conditions = self._rows(relation, node.where)
         if isinstance(node, EventCondition):
             conditions += self._window(node, relation, alias)
-        query = exp.select(*keys).from_(self._table(relation.config.model, alias)).where(_and(conditions))
+        table = self._table(relation.config.model, alias)
+        if self.rules.correlated:
+            return self._correlated(relation, keys, table, conditions, rule, negate)
+        query = exp.select(*keys).from_(table).where(_and(conditions))
         # With zero rows allowed ("at most 2"), select who breaks the rule and negate: people with no rows at
         # all then count, without a scan of the parent in the subquery.
         zero_ok = rule.holds(0)
-        having = self._count_rule(rule)
+        having = self._count_rule(rule, exp.Count(this=exp.Star()))
         if zero_ok:
             having = exp.Not(this=having)
         if not self._every_count(rule, zero_ok):
@@ -370,9 +377,35 @@ class AudienceQuery:
             return holds
         return member if zero_ok else _not(member)
 
+    def _correlated(
+        self,
+        relation: Relation,
+        keys: list[exp.Expr],
+        table: exp.Expr,
+        conditions: list[exp.Expr],
+        rule: CountRule,
+        negate: bool,
+    ) -> exp.Expr:
+        """The same condition as an ``EXISTS`` or a correlated count, for engines that decorrelate them: DuckDB
+        then joins the parent's remaining keys into the subquery, so it counts rows of selected people only
+        instead of grouping the whole event table (4x faster on 100M events, see BENCHMARKS.md). Both forms
+        are never NULL, so negation is a plain NOT."""
+        matches = [
+            exp.EQ(this=k.copy(), expression=_col(c, PARENT)) for k, c in zip(keys, relation.config.join, strict=True)
+        ]
+        rows = exp.select(_number(1)).from_(table).where(_and([*matches, *conditions]))
+        if self._every_count(rule, zero_ok=False):
+            holds: exp.Expr = exp.Exists(this=rows)
+        elif self._every_count(rule, zero_ok=True):
+            holds = exp.Not(this=exp.Exists(this=rows))
+        else:
+            counted = rows.select(exp.Count(this=exp.Star()), append=False)
+            holds = self._count_rule(rule, exp.Subquery(this=counted))
+        return exp.Not(this=holds) if negate else holds
+
     @staticmethod
-    def _count_rule(rule: CountRule) -> exp.Expr:
-        return _COUNT_RULES[rule.operator](this=exp.Count(this=exp.Star()), expression=_number(rule.value))
+    def _count_rule(rule: CountRule, count: exp.Expr) -> exp.Expr:
+        return _COUNT_RULES[rule.operator](this=count, expression=_number(rule.value))
 
     @staticmethod
     def _every_count(rule: CountRule, zero_ok: bool) -> bool:

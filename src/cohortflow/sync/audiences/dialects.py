@@ -57,6 +57,14 @@ def source_dialect(source_name: str, source: SourceConfig) -> str:
 class DialectRules:
     name: str
 
+    @property
+    def correlated(self) -> bool:
+        """Whether related and event conditions compile to ``EXISTS`` / correlated counts rather than keys
+        ``IN`` grouped subqueries. DuckDB decorrelates the former into joins restricted to the people still
+        selected; PostgreSQL would run a correlated count once per row, and SQLite always does, so they (and
+        the untested dialects) get the uncorrelated form, which every engine runs as one hash semi-join."""
+        return self.name == "duckdb"
+
     def temporal(self, expression: exp.Expr, kind: str) -> exp.Expr:
         """A temporal column or literal as the dialect compares it (``kind``: date or timestamp)."""
         if self.name == "sqlite" or isinstance(expression, exp.Literal):

@@ -69,12 +69,16 @@ class AudienceOverlap:
         }
 
 
-def _counts(workspace: Workspace, query: AudienceQuery, conditions: list[exp.Expr]) -> list[int]:
-    """``[parent rows, rows of condition 0, rows of condition 1, ...]``, in one query."""
+def _counts(workspace: Workspace, query: AudienceQuery, within: exp.Expr, conditions: list[exp.Expr]) -> list[int]:
+    """``[rows where within holds, of those where condition 0 holds, ...]``, in one query."""
     source = workspace.source(query.parent_model.source)
-    with source.stream(query.counts(conditions), batch_rows=1) as reader:
+    with source.stream(query.counts(within, conditions), batch_rows=1) as reader:
         row = reader.read_all().to_pylist()[0]
-    return [int(row["parent_rows"] or 0), *(int(row[f"c{i}"] or 0) for i in range(len(conditions)))]
+    return [int(row["rows"] or 0), *(int(row[f"c{i}"] or 0) for i in range(len(conditions)))]
+
+
+def _parent_rows(workspace: Workspace, query: AudienceQuery) -> int:
+    return _counts(workspace, query, exp.true(), [])[0]
 
 
 def audience_size(
@@ -100,21 +104,28 @@ def audience_size(
         for group in audience.splits.groups:
             groups[group] = query.audience(ref.model_copy(update={"split": group}))
     sql = query.members(condition)
-    counts = _counts(workspace, query, [condition, *groups.values()])
-    size = AudienceSize(
+    if ref.priority_list is None:
+        # Split groups are parts of the audience: counted among its members, in the same query.
+        counts = _counts(workspace, query, condition, list(groups.values()))
+        size, group_sizes = counts[0], counts[1:]
+    else:
+        # The shares of a priority list are disjoint audiences: counted among everyone, then.
+        counts = _counts(workspace, query, exp.true(), [condition, *groups.values()])
+        size, group_sizes = counts[1], counts[2:]
+    result = AudienceSize(
         target=ref,
-        size=counts[1],
-        parent_rows=counts[0],
+        size=size,
+        parent_rows=_parent_rows(workspace, query),
         sql=sql,
-        groups=dict(zip(groups, counts[2:], strict=True)),
+        groups=dict(zip(groups, group_sizes, strict=True)),
     )
     if sample > 0:
         source = workspace.source(query.parent_model.source)
         with source.stream(query.members(query.audience(ref), limit=sample), batch_rows=sample) as reader:
             table = reader.read_all()
-        size.columns = list(table.column_names)
-        size.sample = table.to_pylist()
-    return size
+        result.columns = list(table.column_names)
+        result.sample = table.to_pylist()
+    return result
 
 
 def audience_overlap(
@@ -130,10 +141,10 @@ def audience_overlap(
             "they share no people to compare"
         )
     query = query_for(config, parents.pop(), now=now)
-    conditions = [query.audience(first), query.audience(second)]
+    either = exp.or_(query.audience(first), query.audience(second))
     both = exp.and_(query.audience(first), query.audience(second))
-    parent_rows, a_size, b_size, shared = _counts(workspace, query, [*conditions, both])
-    return AudienceOverlap(first, second, parent_rows, a_size, b_size, shared)
+    _, a_size, b_size, shared = _counts(workspace, query, either, [query.audience(first), query.audience(second), both])
+    return AudienceOverlap(first, second, _parent_rows(workspace, query), a_size, b_size, shared)
 
 
 def describe_schema(workspace: Workspace) -> list[dict[str, Any]]:
