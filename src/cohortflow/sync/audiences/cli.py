@@ -5,16 +5,21 @@ Commands parse arguments and call :mod:`cohortflow.sync.audiences.service` and t
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import click
+import yaml
 from rich.console import Console
 from rich.table import Table
 
+from cohortflow.settings import get_settings
 from cohortflow.sync.audiences.compiler import compile_audience
 from cohortflow.sync.audiences.config import AudienceRef
+from cohortflow.sync.audiences.editing import delete_audience, save_audience
 from cohortflow.sync.audiences.service import audience_overlap, audience_size, describe_schema
 from cohortflow.sync.cli import _dump, _errors_to_exit, _workspace
+from cohortflow.sync.errors import ConfigError
 
 _split = click.option("--split", default=None, help="One split group of the audience.")
 _priority = click.option(
@@ -140,3 +145,38 @@ def audiences_overlap(ctx: click.Context, a: str, b: str, as_json: bool) -> None
     click.echo(f"{a}: {result['a_size']}, {b}: {result['b_size']}, both: {result['both']}")
     click.echo(f"  only {a}: {result['only_a']}, only {b}: {result['only_b']}, either: {result['either']}")
     click.echo(f"  of {result['parent_rows']} people")
+
+
+def _workspace_path(ctx: click.Context) -> Path:
+    return Path(ctx.ensure_object(dict).get("file") or get_settings().sync.config_path)
+
+
+@audiences_group.command("save")
+@click.argument("name")
+@click.argument("definition", type=click.File("r", encoding="utf-8"))
+@click.pass_context
+def audiences_save(ctx: click.Context, name: str, definition: TextIO) -> None:
+    """Add or replace audience NAME in the workspace file from DEFINITION (YAML or JSON; - reads stdin).
+
+    The new file is checked first: a bad definition is an error and nothing is written."""
+    with _errors_to_exit(ctx):
+        try:
+            data = yaml.safe_load(definition)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{definition.name}: invalid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{definition.name}: an audience definition is a mapping (parent, filter, ...)")
+        path = _workspace_path(ctx)
+        config = save_audience(path, name, data)
+    click.echo(f"{path}: audience {name!r} saved (parent {config.audiences[name].parent!r})")
+
+
+@audiences_group.command("delete")
+@click.argument("name")
+@click.pass_context
+def audiences_delete(ctx: click.Context, name: str) -> None:
+    """Remove audience NAME from the workspace file (refused while anything still names it)."""
+    with _errors_to_exit(ctx):
+        path = _workspace_path(ctx)
+        delete_audience(path, name)
+    click.echo(f"{path}: audience {name!r} deleted")
