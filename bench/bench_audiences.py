@@ -12,6 +12,8 @@ order). The audience, declared in ``cohortflow.yaml`` with no SQL::
 Measured, each in a fresh child process (the OS page cache is warm for every contender alike):
 
 * ``audience``: ``audience_size(ws, "bench", sample=0)``: compile from the YAML definition, run the count;
+* ``plan`` (reported, not compared): a dry run of a sync of the audience with empty state, i.e. the audience
+  streamed through the planner (``querying``) and diffed (``planning``), as the first run of a sync does;
 * three hand-written queries of the same question: ``semi`` (keys ``IN`` grouped subqueries), ``exists``
   (``EXISTS`` and a correlated count, as many people write it) and ``join`` (CTEs joined to the parent).
   The baseline is the fastest of the three.
@@ -31,7 +33,7 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,9 @@ def prepare(workdir: Path, people: int, events: int) -> None:
         log(f"page_views: {events:,} rows ({time.perf_counter() - started:.0f} s)")
     finally:
         con.close()
+
+
+def write_workspace(workdir: Path) -> None:
     doc = {
         "version": 1,
         "sources": {"warehouse": {"type": "duckdb", "path": "warehouse.duckdb"}},
@@ -160,6 +165,23 @@ def prepare(workdir: Path, people: int, events: int) -> None:
             }
         },
         "audiences": {"bench": AUDIENCE},
+        "destinations": {
+            "braze": {
+                "type": "braze_cohorts",
+                "rest_endpoint": "http://127.0.0.1:9",  # never called: dry runs send nothing
+                "partner": "hightouch",
+                "partner_api_key": "unused",
+                "data_import_key": "unused",
+            }
+        },
+        "syncs": {
+            "bench": {
+                "audience": "bench",
+                "destination": "braze",
+                "identifier": {"external_id": "external_id"},
+                "cohort": {"mode": "create", "name": "Benchmark audience"},
+            }
+        },
     }
     (workdir / "cohortflow.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
@@ -177,6 +199,23 @@ def _child_audience(workdir: Path) -> dict[str, Any]:
         size = audience_size(ws, "bench", sample=0, now=NOW)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {"seconds": round(seconds, 3), "cpu_s": round(cpu, 3), "size": size.size, "compile_ms": round(compile_ms, 1)}
+
+
+def _child_plan(workdir: Path) -> dict[str, Any]:
+    import cohortflow.sync.audiences.compiler as compiler
+    from cohortflow.sync import load_workspace, run_sync
+
+    compiler.utcnow = lambda: NOW.replace(tzinfo=UTC)  # the data's "now", as the other contenders use
+    state = Path(tempfile.mkdtemp(prefix="cf-bench-audiences-state-"))
+    try:
+        with load_workspace(workdir / "cohortflow.yaml", state_url=f"sqlite:///{state / 'state.db'}") as ws:
+            started = time.perf_counter()
+            result = run_sync(ws, "bench", dry_run=True)
+            seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    assert result.status == "succeeded", result.message
+    return {"seconds": round(seconds, 3), "size": result.counts["adds"], "phases": result.phases}
 
 
 def _child_sql(workdir: Path, name: str) -> dict[str, Any]:
@@ -201,7 +240,12 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        figures = _child_audience(args.workdir) if args.child == "audience" else _child_sql(args.workdir, args.child)
+        if args.child == "audience":
+            figures = _child_audience(args.workdir)
+        elif args.child == "plan":
+            figures = _child_plan(args.workdir)
+        else:
+            figures = _child_sql(args.workdir, args.child)
         print(json.dumps(figures))
         return
     if args.short:
@@ -210,10 +254,11 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cf-bench-audiences-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        if not (workdir / "cohortflow.yaml").exists():
+        if not (workdir / "warehouse.duckdb").exists():
             prepare(workdir, args.people, args.events)
+        write_workspace(workdir)
         child = ["bench.bench_audiences", "--workdir", str(workdir), "--child"]
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ("audience", *HAND_WRITTEN)}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ("audience", "plan", *HAND_WRITTEN)}
         for _ in range(args.repeats):
             for name in runs:  # alternate, so that drift in the machine's load hits every contender alike
                 result = run_child([*child, name])
@@ -233,7 +278,8 @@ def main() -> None:
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             "audience_size": sizes.pop(),
             "seconds": seconds,
-            "cpu_s": {name: median([r["cpu_s"] for r in rs]) for name, rs in runs.items()},
+            "cpu_s": {name: median([r["cpu_s"] for r in rs]) for name, rs in runs.items() if name != "plan"},
+            "plan_phases": runs["plan"][-1]["phases"],
             "peak_rss_mb": {name: max(r["peak_rss_mb"] for r in rs) for name, rs in runs.items()},
             "compile_ms": median([r["compile_ms"] for r in runs["audience"]]),
             "baseline": baseline_name,
