@@ -295,3 +295,16 @@ def test_a_bad_file_runs_nothing_and_writes_nothing(tmp_path: Path) -> None:
         assert "unknown column 'contry' of parent 'people'" in result.output
     assert not state.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cohortflow.yaml"]
+
+
+def test_the_documented_example_is_valid() -> None:
+    docs = Path(__file__).resolve().parents[3] / "docs" / "audiences.md"
+    example = docs.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+    around = (
+        "sources:\n  warehouse: {type: duckdb, path: w.duckdb}\n"
+        "destinations:\n  braze: {type: braze_cohorts, rest_endpoint: 'http://127.0.0.1:9', partner: p,"
+        " partner_api_key: a, data_import_key: b}\n"
+    )
+    config = parse_workspace(around + example, "docs/audiences.md")
+    assert set(config.audiences) == {"engaged", "cheap", "vip"}
+    assert config.syncs["lifecycle_engaged"].audience == AudienceRef(name="engaged", priority_list="lifecycle")
