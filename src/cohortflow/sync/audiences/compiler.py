@@ -111,16 +111,21 @@ def _not(condition: exp.Expr) -> exp.Expr:
     return exp.Not(this=exp.Coalesce(this=condition, expressions=[exp.false()]))
 
 
+def _is(condition: exp.Expr, value: bool) -> bool:
+    """Whether ``condition`` is the literal TRUE / FALSE (an audience without filter, ``at least 0``)."""
+    return isinstance(condition, exp.Boolean) and condition.this is value
+
+
 def _and(parts: Sequence[exp.Expr]) -> exp.Expr:
-    parts = [p for p in parts if not (isinstance(p, exp.Boolean) and p.this is True)]
-    if any(isinstance(p, exp.Boolean) and p.this is False for p in parts):
+    parts = [p for p in parts if not _is(p, True)]
+    if any(_is(p, False) for p in parts):
         return exp.false()
     return exp.and_(*parts) if parts else exp.true()
 
 
 def _or(parts: Sequence[exp.Expr]) -> exp.Expr:
-    parts = [p for p in parts if not (isinstance(p, exp.Boolean) and p.this is False)]
-    if any(isinstance(p, exp.Boolean) and p.this is True for p in parts):
+    parts = [p for p in parts if not _is(p, False)]
+    if any(_is(p, True) for p in parts):
         return exp.true()
     return exp.or_(*parts) if parts else exp.false()
 
@@ -193,7 +198,7 @@ class AudienceQuery:
     def members(self, condition: exp.Expr, *, limit: int | None = None) -> str:
         """``SELECT p.*`` of the parent rows where ``condition`` holds."""
         query = self._from(exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier(PARENT))))
-        if not (isinstance(condition, exp.Boolean) and condition.this is True):
+        if not _is(condition, True):
             query = query.where(condition)
         if limit is not None:
             query = query.limit(limit)
@@ -208,7 +213,7 @@ class AudienceQuery:
             flag = exp.Case(ifs=[exp.If(this=condition, true=_number(1))], default=_number(0))
             columns.append(exp.alias_(exp.Sum(this=flag), f"c{i}"))
         query = self._from(exp.select(*columns))
-        if not (isinstance(within, exp.Boolean) and within.this is True):
+        if not _is(within, True):
             query = query.where(within)
         return self._render(query)
 
@@ -247,14 +252,14 @@ class AudienceQuery:
         return exp.Literal.string(value)
 
     def _days_ago(self, days: int, kind: str) -> exp.Expr:
-        moment: date | datetime = (self.now - timedelta(days=days)) if kind == "timestamp" else self.today(days)
+        moment: date | datetime = (self.now - timedelta(days=days)) if kind == "timestamp" else self._today(days)
         return self._literal(moment, kind)
 
-    def today(self, minus_days: int = 0) -> date:
+    def _today(self, minus_days: int = 0) -> date:
         return self.now.date() - timedelta(days=minus_days)
 
     def _now(self, kind: str) -> exp.Expr:
-        return self._literal(self.now if kind == "timestamp" else self.today(), kind)
+        return self._literal(self.now if kind == "timestamp" else self._today(), kind)
 
     def _property(self, node: PropertyCondition, row: _Row, negate: bool) -> exp.Expr:
         operator: str = node.operator
