@@ -303,8 +303,9 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                     scenarios.append(("cohort import, all connections on one cohort", 1, None))
                 if args.rate:
                     at_rate = f"at {args.rate:g} req/s offered"
-                    scenarios.append((f"cohort import {at_rate}, one cohort per connection", args.concurrency,
-                                      args.rate))
+                    scenarios.append(
+                        (f"cohort import {at_rate}, one cohort per connection", args.concurrency, args.rate)
+                    )
                     if args.concurrency > 1:
                         scenarios.append((f"cohort import {at_rate}, all connections on one cohort", 1, args.rate))
                 for label, n_cohorts, rate in scenarios:

@@ -87,9 +87,7 @@ def seed(engine: Engine, n: int) -> float:
             {"a": WORKSPACE, "b": NOISE_WORKSPACE},
         )
         partner_id = conn.execute(
-            text(
-                "INSERT INTO partners (name, display_name, created_at) VALUES (:p, 'Hightouch', now()) RETURNING id"
-            ),
+            text("INSERT INTO partners (name, display_name, created_at) VALUES (:p, 'Hightouch', now()) RETURNING id"),
             {"p": PARTNER},
         ).scalar_one()
         for workspace, count in ((WORKSPACE, n), (NOISE_WORKSPACE, noise)):

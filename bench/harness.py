@@ -226,9 +226,7 @@ def run_load(
     and latency; every failed request counts as an error, and requests still running ``STUCK_AFTER_S`` after
     the window are cancelled and reported as unfinished.
     """
-    return asyncio.run(
-        _load(base_url, path, bodies, duration_s, warmup_s, headers or {}, keep_response, rate_per_s)
-    )
+    return asyncio.run(_load(base_url, path, bodies, duration_s, warmup_s, headers or {}, keep_response, rate_per_s))
 
 
 async def _load(

@@ -9,6 +9,7 @@ from cohortflow.demo.cli import demo
 from cohortflow.logs import configure_logging
 from cohortflow.platform.cli import platform_group
 from cohortflow.settings import get_settings
+from cohortflow.sync.audiences.cli import audiences_group
 from cohortflow.sync.cli import sync_group
 
 
@@ -22,6 +23,7 @@ def cli() -> None:
 
 cli.add_command(platform_group)
 cli.add_command(sync_group)
+sync_group.add_command(audiences_group)
 cli.add_command(demo)
 
 

@@ -16,6 +16,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from cohortflow.sync.audiences.config import AudienceConfig, AudienceRef, ParentConfig, PriorityListConfig
+from cohortflow.sync.audiences.filters import FILTER_TYPES
+from cohortflow.sync.audiences.validate import audience_problems
 from cohortflow.sync.errors import ConfigError
 from cohortflow.wire.cohort_import import MAX_COHORT_ID_LENGTH, MAX_COHORT_NAME_LENGTH
 
@@ -178,7 +181,8 @@ CohortConfig = Annotated[CreateCohort | ExistingCohort, Field(discriminator="mod
 
 
 class SyncConfig(_Strict):
-    model: str
+    model: str | None = None
+    audience: AudienceRef | None = Field(default=None, description="Sync an audience instead of a model.")
     destination: str
     identifier: IdentifierConfig
     cohort: CohortConfig | None = None
@@ -193,6 +197,12 @@ class SyncConfig(_Strict):
         description="Runs in which the destination rejects an identifier before it is quarantined (not sent).",
     )
 
+    @model_validator(mode="after")
+    def _model_or_audience(self) -> SyncConfig:
+        if (self.model is None) == (self.audience is None):
+            raise ValueError("a sync needs exactly one of 'model' or 'audience'")
+        return self
+
 
 class WorkspaceConfig(_Strict):
     version: Literal[1] = 1
@@ -200,6 +210,10 @@ class WorkspaceConfig(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     syncs: dict[str, SyncConfig] = Field(default_factory=dict)
+    # Audiences (docs/audiences.md): the schema marketers pick from, their audiences, priority lists.
+    parents: dict[str, ParentConfig] = Field(default_factory=dict)
+    audiences: dict[str, AudienceConfig] = Field(default_factory=dict)
+    priority_lists: dict[str, PriorityListConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> WorkspaceConfig:
@@ -208,8 +222,10 @@ class WorkspaceConfig(_Strict):
             if model.source not in self.sources:
                 problems.append((("models", name, "source"), f"unknown source {model.source!r}"))
         for name, sync in self.syncs.items():
-            if sync.model not in self.models:
-                problems.append((("syncs", name, "model"), f"unknown model {sync.model!r}"))
+            if sync.model is not None and sync.model not in self.models:
+                is_audience = sync.model in self.audiences
+                hint = f"; {sync.model!r} is an audience: use 'audience: {sync.model}'" if is_audience else ""
+                problems.append((("syncs", name, "model"), f"unknown model {sync.model!r}{hint}"))
             dest = self.destinations.get(sync.destination)
             if dest is None:
                 problems.append((("syncs", name, "destination"), f"unknown destination {sync.destination!r}"))
@@ -227,6 +243,7 @@ class WorkspaceConfig(_Strict):
                     )
                 if all(c.device_id is not None for c in sync.identifier.choices()):
                     problems.append((("syncs", name, "identifier"), "/users/track cannot address users by device id"))
+        problems.extend(audience_problems(self))
         if problems:
             raise _ReferenceErrors(problems)
         return self
@@ -279,6 +296,23 @@ def _line_for(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int:
     return 1
 
 
+def _unbuildable_line(root: yaml.Node | None) -> int:
+    """The line of the first scalar under ``root`` that PyYAML cannot build (1 when none is found)."""
+    pending = [root] if root is not None else []
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                yaml.SafeLoader("").construct_object(node)
+            except ValueError:
+                return node.start_mark.line + 1
+        elif isinstance(node, yaml.MappingNode):
+            pending.extend(part for pair in node.value for part in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+    return 1
+
+
 def parse_workspace(text: str, file: str, env: Mapping[str, str] | None = None) -> WorkspaceConfig:
     """Validate a workspace file's text; ``file`` only names it in errors."""
     env = os.environ if env is None else env
@@ -295,6 +329,8 @@ def parse_workspace(text: str, file: str, env: Mapping[str, str] | None = None) 
         raise ConfigError(f"{file}:{line}: invalid YAML: {exc.problem or exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: invalid YAML: {exc}") from exc
+    except ValueError as exc:  # a scalar YAML types but cannot build, e.g. the date 2024-13-01
+        raise ConfigError(f"{file}:{_unbuildable_line(node)}: invalid value: {exc}") from None
     lines: dict[tuple[str, ...], int] = {}
     if node is not None:
         _line_index(node, (), lines)
@@ -340,6 +376,7 @@ def _file_loc(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> tuple[
 
 _UNION_TAGS = frozenset(
     {"duckdb", "sqlite", "postgres", "sqlalchemy", "braze_cohorts", "braze_users_track", "create", "existing"}
+    | set(FILTER_TYPES)
 )
 
 

@@ -125,7 +125,7 @@ def run_sync(
     (the attempt is recorded as a failed run). Non-cohortflow exceptions (bugs) are recorded and re-raised.
     """
     sync = workspace.sync(name)
-    model = workspace.model(sync.model)
+    model = workspace.sync_model(name)
     source = workspace.source(model.source)
     dest_config = workspace.destination(sync.destination)
     store = workspace.store

@@ -8,6 +8,7 @@ hold. Only one batch of Python values exists at a time, so memory does not grow 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -107,6 +108,8 @@ class Source:
             engine = create_engine(url)
         except Exception as exc:  # an unknown dialect or a missing driver
             raise SourceUnavailable(f"source {self.name!r} ({self.describe()}): {exc}") from exc
+        if isinstance(self.config, SQLiteSource):
+            event.listen(engine, "connect", _sqlite_functions)
         try:
             try:
                 conn = engine.connect()
@@ -163,6 +166,15 @@ class Source:
     def preview(self, query: str, limit: int = 10) -> pa.Table:
         with self.stream(f"SELECT * FROM ({query}) AS model LIMIT {int(limit)}", batch_rows=limit) as reader:
             return reader.read_all()
+
+
+def _md5(value: object) -> str | None:
+    return None if value is None else hashlib.md5(str(value).encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def _sqlite_functions(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite has no MD5, which audience splits hash keys with (DuckDB and PostgreSQL have it built in)."""
+    dbapi_connection.create_function("md5", 1, _md5, deterministic=True)
 
 
 def _text(value: Any) -> str | None:

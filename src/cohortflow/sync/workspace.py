@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from cohortflow.settings import get_settings
+from cohortflow.sync.audiences.compiler import compile_audience
 from cohortflow.sync.config import DestinationConfig, ModelConfig, SyncConfig, WorkspaceConfig, load_workspace_config
 from cohortflow.sync.errors import UnknownObject
 from cohortflow.sync.sources import Source
@@ -46,6 +48,15 @@ class Workspace:
         value = self._get("model", self.config.models, name)
         assert isinstance(value, ModelConfig)
         return value
+
+    def sync_model(self, name: str, *, now: datetime | None = None) -> ModelConfig:
+        """What sync ``name`` sends: its model, or its audience compiled for its source (relative windows
+        counted back from ``now``) and read by the planner like a model."""
+        sync = self.sync(name)
+        if sync.model is not None:
+            return self.model(sync.model)
+        assert sync.audience is not None
+        return compile_audience(self.config, sync.audience, now=now).as_model()
 
     def destination(self, name: str) -> DestinationConfig:
         self._get("destination", self.config.destinations, name)
