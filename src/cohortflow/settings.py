@@ -77,6 +77,17 @@ class SyncSettings(BaseModel):
         description="SQLAlchemy URL of the sync state database.",
     )
     config_path: Path = Field(default=Path("cohortflow.yaml"))
+    host: str = Field(default="127.0.0.1", description="Where `cohortflow sync serve` listens.")
+    port: int = Field(default=8490, ge=1, le=65535)
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8490", description="The service's address as links in alerts show it."
+    )
+    max_concurrent_runs: int = Field(
+        default=4, ge=1, le=256, description="Runs at once across every `sync serve` process on the state database."
+    )
+    poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often `sync serve` looks for due and queued runs."
+    )
 
 
 class Settings(BaseSettings):

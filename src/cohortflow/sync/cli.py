@@ -25,7 +25,8 @@ from cohortflow.settings import get_settings
 from cohortflow.sync.destinations import BrazeCohortsClient, open_client
 from cohortflow.sync.engine import RunResult, run_sync
 from cohortflow.sync.identifiers import describe
-from cohortflow.sync.runs import PARTIAL, SUCCEEDED, RunRecord, get_run, list_runs
+from cohortflow.sync.queue import enqueue_run
+from cohortflow.sync.runs import PARTIAL, SUCCEEDED, RunOptions, RunRecord, get_run, list_runs, request_cancel
 from cohortflow.sync.sources import model_query
 from cohortflow.sync.state.store import state_unavailable_message
 from cohortflow.sync.workspace import Workspace, load_workspace
@@ -393,3 +394,67 @@ def destinations_cohorts(ctx: click.Context, name: str, as_json: bool) -> None:
     for c in cohorts:
         table.add_row(c.cohort_id, c.name, str(c.size))
     Console().print(table)
+
+
+@sync_group.command("trigger")
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Query and plan only.")
+@click.option("--full-resync", is_flag=True, help="Re-send every member.")
+@click.option("--reconcile", is_flag=True, help="Read the cohort back and repair drift both ways.")
+@click.option("--retry-rejected", is_flag=True, help="Send quarantined identifiers again.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def trigger(
+    ctx: click.Context,
+    name: str,
+    dry_run: bool,
+    full_resync: bool,
+    reconcile: bool,
+    retry_rejected: bool,
+    as_json: bool,
+) -> None:
+    """Queue a run of sync NAME for `cohortflow sync serve` and print its id (it runs there, not here)."""
+    with _errors_to_exit(ctx):
+        options = RunOptions(dry_run, full_resync, reconcile, retry_rejected)
+        run_id, created = enqueue_run(_workspace(ctx), name, options, trigger="cli")
+    if as_json:
+        _dump({"id": run_id, "queued": created})
+    else:
+        click.echo(run_id if created else f"{run_id} (an identical run was already queued)")
+
+
+@sync_group.command("cancel")
+@click.argument("run_id")
+@click.pass_context
+def cancel(ctx: click.Context, run_id: str) -> None:
+    """Cancel a run: a queued one at once; a running one stops after its batches in flight."""
+    with _errors_to_exit(ctx):
+        record = request_cancel(_workspace(ctx).store, run_id)
+    if record.status == "cancelled":
+        click.echo(f"run {run_id}: cancelled")
+    else:
+        click.echo(f"run {run_id}: cancel requested; it stops after the batches in flight")
+
+
+@sync_group.command("serve")
+@click.option("--host", default=None, help="Listen address (default: COHORTFLOW_SYNC__HOST, 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default: COHORTFLOW_SYNC__PORT, 8490).")
+@click.option("--access-log/--no-access-log", default=False, help="One log line per HTTP request.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, access_log: bool) -> None:
+    """Schedule and run syncs, and serve the REST API and the web app."""
+    import uvicorn
+
+    from cohortflow.sync.server import create_service_app
+    from cohortflow.sync.workspace import LiveWorkspace
+
+    settings = get_settings().sync
+    obj = ctx.ensure_object(dict)
+    with _errors_to_exit(ctx):
+        live = LiveWorkspace(obj.get("file"), state_url=obj.get("state_url"))
+        live.current()  # an invalid workspace file stops the service before it starts
+    app = create_service_app(live, settings)
+    host = host or settings.host
+    port = port or settings.port
+    click.echo(f"cohortflow sync service on http://{host}:{port} (workspace {live.path})", err=True)
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")

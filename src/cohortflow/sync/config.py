@@ -12,8 +12,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from cohortflow.sync.errors import ConfigError
@@ -177,6 +179,48 @@ class ExistingCohort(_Strict):
 CohortConfig = Annotated[CreateCohort | ExistingCohort, Field(discriminator="mode")]
 
 
+# ---------------------------------------------------------------- schedules
+
+
+class ManualSchedule(_Strict):
+    """Runs only when asked (CLI, API, web app)."""
+
+    type: Literal["manual"]
+
+
+class IntervalSchedule(_Strict):
+    type: Literal["interval"]
+    minutes: float = Field(gt=0, description="Every this many minutes (fractions allowed: 0.5 is 30 seconds).")
+
+
+class CronSchedule(_Strict):
+    type: Literal["cron"]
+    expression: str = Field(description="Five-field cron expression, e.g. '0 6 * * 1-5'.")
+    timezone: str = Field(default="UTC", description="IANA time zone the expression is read in.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> CronSchedule:
+        if len(self.expression.split()) != 5 or not croniter.is_valid(self.expression):
+            raise ValueError(f"{self.expression!r} is not a five-field cron expression (e.g. '0 6 * * 1-5')")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r} (an IANA name such as Europe/Paris)") from exc
+        return self
+
+
+class AfterSchedule(_Strict):
+    """Runs each time another sync's run succeeds (a sequence)."""
+
+    type: Literal["after"]
+    sync: str
+
+
+ScheduleConfig = Annotated[
+    ManualSchedule | IntervalSchedule | CronSchedule | AfterSchedule, Field(discriminator="type")
+]
+
+
 class SyncConfig(_Strict):
     model: str
     destination: str
@@ -192,6 +236,8 @@ class SyncConfig(_Strict):
         le=1000,
         description="Runs in which the destination rejects an identifier before it is quarantined (not sent).",
     )
+    schedule: ScheduleConfig = Field(default_factory=lambda: ManualSchedule(type="manual"))
+    enabled: bool = Field(default=True, description="A disabled sync is never scheduled and cannot be triggered.")
 
 
 class WorkspaceConfig(_Strict):
@@ -227,9 +273,26 @@ class WorkspaceConfig(_Strict):
                     )
                 if all(c.device_id is not None for c in sync.identifier.choices()):
                     problems.append((("syncs", name, "identifier"), "/users/track cannot address users by device id"))
+            if isinstance(sync.schedule, AfterSchedule):
+                if sync.schedule.sync not in self.syncs:
+                    problems.append((("syncs", name, "schedule", "sync"), f"unknown sync {sync.schedule.sync!r}"))
+                elif _after_cycle(self.syncs, name):
+                    problems.append((("syncs", name, "schedule", "sync"), "'after' schedules form a cycle"))
         if problems:
             raise _ReferenceErrors(problems)
         return self
+
+
+def _after_cycle(syncs: Mapping[str, SyncConfig], start: str) -> bool:
+    """Whether following ``after`` schedules from ``start`` comes back to it (a sequence that never ends)."""
+    seen = {start}
+    current = syncs[start].schedule
+    while isinstance(current, AfterSchedule) and current.sync in syncs:
+        if current.sync in seen:
+            return current.sync == start
+        seen.add(current.sync)
+        current = syncs[current.sync].schedule
+    return False
 
 
 class _ReferenceErrors(ValueError):
@@ -339,7 +402,20 @@ def _file_loc(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> tuple[
 
 
 _UNION_TAGS = frozenset(
-    {"duckdb", "sqlite", "postgres", "sqlalchemy", "braze_cohorts", "braze_users_track", "create", "existing"}
+    {
+        "duckdb",
+        "sqlite",
+        "postgres",
+        "sqlalchemy",
+        "braze_cohorts",
+        "braze_users_track",
+        "create",
+        "existing",
+        "manual",
+        "interval",
+        "cron",
+        "after",
+    }
 )
 
 

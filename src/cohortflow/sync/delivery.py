@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -135,6 +136,7 @@ class Delivery:
         base_counts: dict[str, Any],
         progress: Progress | None = None,
         quarantine_after: int = 3,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.destination = destination
         self.store = store
@@ -154,6 +156,9 @@ class Delivery:
         # After a batch exhausts its retries the destination is likely down: finish what is in flight and
         # leave the rest of the plan to the next run instead of grinding through every batch's retries.
         self._gave_up = False
+        # Set from another thread when the run is cancelled: checked between batches, exactly like giving up
+        # (the batches in flight finish and are recorded; the rest is left for the next run).
+        self._cancel = cancel
         self._not_attempted = 0
         # A SQLite commit is a few milliseconds of local work: done on the event loop's thread it costs about
         # a third less CPU than handing it to a worker thread (no hand-off, no GIL ping-pong), which is what
@@ -322,11 +327,16 @@ class Delivery:
             if task is not current:
                 task.cancel()
 
+    def _stopping(self) -> bool:
+        return self._gave_up or (self._cancel is not None and self._cancel.is_set())
+
     async def _phase(self, plan: Plan, op: str) -> None:
         slots = asyncio.Semaphore(self.concurrency)
         try:
             for batch in plan.batches(op, self.destination.batch_size):
                 await slots.acquire()
+                if self._cancel is not None and self._cancel.is_set():
+                    self._gave_up = True
                 if self._fatal is not None or self._gave_up:
                     slots.release()
                     if self._gave_up and self._fatal is None:
@@ -348,7 +358,7 @@ class Delivery:
         self._total = plan.counts.adds + plan.counts.removes
         self._may_have_failed = {ADD: plan.has_rejections, REMOVE: plan.has_rejections}
         await self._phase(plan, REMOVE)
-        if self.totals.failed_removes or self._gave_up:
+        if self.totals.failed_removes or self._stopping():
             # Adds after an undelivered remove could be undone by it later; the next run sends both in order.
             self.totals.not_attempted = self._not_attempted + plan.counts.adds
             return self.totals

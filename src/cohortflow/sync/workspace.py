@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
 from cohortflow.settings import get_settings
 from cohortflow.sync.config import DestinationConfig, ModelConfig, SyncConfig, WorkspaceConfig, load_workspace_config
-from cohortflow.sync.errors import UnknownObject
+from cohortflow.sync.errors import ConfigError, UnknownObject
+from cohortflow.sync.secrets import env_files, workspace_env
 from cohortflow.sync.sources import Source
 from cohortflow.sync.state import StateStore
+
+log = structlog.get_logger("cohortflow.sync")
 
 
 @dataclass
@@ -19,6 +25,8 @@ class Workspace:
     config: WorkspaceConfig
     state_url: str
     _store: StateStore | None = field(default=None, repr=False)
+    # False when the store is shared (a LiveWorkspace's snapshots): closing the snapshot leaves it open.
+    owns_store: bool = True
 
     @property
     def base_dir(self) -> Path:
@@ -56,7 +64,7 @@ class Workspace:
         return Source(name, self.config.sources[name], self.base_dir)
 
     def close(self) -> None:
-        if self._store is not None:
+        if self._store is not None and self.owns_store:
             self._store.close()
             self._store = None
 
@@ -76,5 +84,56 @@ def load_workspace(
     """
     settings = get_settings().sync
     resolved = Path(path) if path is not None else settings.config_path
-    config = load_workspace_config(resolved, env)
+    config = load_workspace_config(resolved, workspace_env(resolved.resolve(), env))
     return Workspace(path=resolved.resolve(), config=config, state_url=state_url or settings.state_url)
+
+
+class LiveWorkspace:
+    """The workspace file as it is now, for a long-running process (``sync serve``).
+
+    :meth:`current` re-reads the file when it (or its ``.env`` / secrets file) changed, so an edit by hand or
+    by the web app shows without a restart; every snapshot shares one state store. An edit that does not
+    validate keeps the last good configuration in force and is reported in :attr:`error`.
+    """
+
+    def __init__(self, path: Path | str | None = None, *, state_url: str | None = None) -> None:
+        settings = get_settings().sync
+        self.path = Path(path if path is not None else settings.config_path).resolve()
+        self.state_url = state_url or settings.state_url
+        self.store = StateStore.open(self.state_url)
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._stamp: tuple[tuple[int, int], ...] | None = None
+        self._current: Workspace | None = None
+
+    def _files_stamp(self) -> tuple[tuple[int, int], ...]:
+        stamps = []
+        for file in (self.path, *env_files(self.path)):
+            try:
+                st = file.stat()
+                stamps.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append((0, -1))
+        return tuple(stamps)
+
+    def current(self) -> Workspace:
+        with self._lock:
+            stamp = self._files_stamp()
+            if self._current is not None and stamp == self._stamp:
+                return self._current
+            try:
+                config = load_workspace_config(self.path, workspace_env(self.path))
+            except ConfigError as exc:
+                if self._current is None:
+                    raise
+                if self.error != exc.message:
+                    log.error("the workspace file does not validate; the last good version stays in force",
+                              error=exc.message)
+                self.error, self._stamp = exc.message, stamp
+                return self._current
+            self.error, self._stamp = None, stamp
+            self._current = Workspace(self.path, config, self.state_url, self.store, owns_store=False)
+            return self._current
+
+    def close(self) -> None:
+        self.store.close()

@@ -79,14 +79,25 @@ sync_batches = Table(
     Index("ix_sync_batches_sync_name", "sync_name"),
 )
 
+# A run is also the queue: ``sync serve`` (and its API and web app) insert a row ``queued``; a service process
+# claims it (``worker_id``) and runs it under the same id, so a triggered run is followed by one id throughout.
 sync_runs = Table(
     "sync_runs",
     metadata,
     Column("id", String(36), primary_key=True),
     Column("sync_name", String(200), nullable=False),
-    Column("status", String(16), nullable=False),  # querying planning sending succeeded failed partial
+    # queued querying planning sending | succeeded failed partial cancelled
+    Column("status", String(16), nullable=False),
     Column("dry_run", Boolean, nullable=False, default=False),
     Column("full_resync", Boolean, nullable=False, default=False),
+    Column("reconcile", Boolean, nullable=False, default=False),
+    Column("retry_rejected", Boolean, nullable=False, default=False),
+    # Who asked: cli, api, web, schedule, after:<sync>
+    Column("trigger", String(250)),
+    Column("requested_at", TS),
+    Column("cancel_requested_at", TS),
+    # The ``sync serve`` process running it (sync_workers.id); null for a run started by ``cohortflow sync run``.
+    Column("worker_id", String(64)),
     Column("started_at", TS, nullable=False),
     Column("finished_at", TS),
     Column("phases", JSON, nullable=False, default=dict),  # phase -> seconds
@@ -96,6 +107,7 @@ sync_runs = Table(
     Column("host", String(255), nullable=False),
     Column("pid", Integer, nullable=False),
     Index("ix_sync_runs_sync_started", "sync_name", "started_at"),
+    Index("ix_sync_runs_status", "status"),
 )
 
 # One run at a time per sync. A row is held by a live run; a dead holder (its process is gone, or its
@@ -108,5 +120,31 @@ sync_locks = Table(
     Column("host", String(255), nullable=False),
     Column("pid", Integer, nullable=False),
     Column("acquired_at", TS, nullable=False),
+    Column("heartbeat_at", TS, nullable=False),
+)
+
+# The scheduler's memory per sync: the schedule it last saw (a change restarts the count) and when the sync is
+# next due. ``after_run_id`` is the upstream run that last fired an ``after`` schedule, so each success of the
+# upstream sync fires it once, whichever process sees it first.
+sync_schedules = Table(
+    "sync_schedules",
+    metadata,
+    Column("sync_name", String(200), primary_key=True),
+    Column("schedule", String(500), nullable=False),
+    Column("next_run_at", TS),
+    Column("last_enqueued_at", TS),
+    Column("after_run_id", String(36)),
+    Column("updated_at", TS, nullable=False),
+)
+
+# ``sync serve`` processes, each with a heartbeat: a run claimed by a process that stopped beating is closed as
+# abandoned, and its slot under the global cap is freed.
+sync_workers = Table(
+    "sync_workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", TS, nullable=False),
     Column("heartbeat_at", TS, nullable=False),
 )

@@ -1,0 +1,39 @@
+"""``cohortflow sync serve``: one process that schedules and runs syncs and serves the API and the web app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cohortflow.settings import SyncSettings
+from cohortflow.sync.runner import Runner
+from cohortflow.sync.workspace import LiveWorkspace
+
+
+def create_service_app(live: LiveWorkspace, settings: SyncSettings, *, run_scheduler: bool = True) -> FastAPI:
+    """The service's ASGI app; with ``run_scheduler`` its lifespan also runs the :class:`Runner`."""
+    runner = Runner(live, max_concurrent=settings.max_concurrent_runs, poll_seconds=settings.poll_seconds)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if run_scheduler:
+            runner.start()
+        try:
+            yield
+        finally:
+            if run_scheduler:
+                runner.stop()
+            live.close()
+
+    app = FastAPI(title="cohortflow sync", lifespan=lifespan)
+    app.state.live = live
+    app.state.runner = runner
+    app.state.settings = settings
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "worker": runner.worker_id}
+
+    return app
