@@ -5,11 +5,10 @@ Exit codes: 0 success, 1 error or failed run, 3 partial run (some identifiers fa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,10 @@ from sqlalchemy.exc import DBAPIError
 
 from cohortflow.errors import CohortflowError
 from cohortflow.settings import get_settings
-from cohortflow.sync.destinations import BrazeCohortsClient, open_client
+from cohortflow.sync import service
 from cohortflow.sync.engine import RunResult, run_sync
 from cohortflow.sync.identifiers import describe
-from cohortflow.sync.queue import enqueue_run
 from cohortflow.sync.runs import PARTIAL, SUCCEEDED, RunOptions, RunRecord, get_run, list_runs, request_cancel
-from cohortflow.sync.sources import model_query
 from cohortflow.sync.state.store import state_unavailable_message
 from cohortflow.sync.workspace import Workspace, load_workspace
 
@@ -316,7 +313,7 @@ def sources_group() -> None:
 def sources_test(ctx: click.Context, name: str) -> None:
     """Connect to source NAME and run a trivial query."""
     with _errors_to_exit(ctx):
-        click.echo(_workspace(ctx).source(name).test())
+        click.echo(service.test_source(_workspace(ctx), name))
 
 
 @sync_group.group("models")
@@ -332,11 +329,9 @@ def models_group() -> None:
 def models_preview(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
     """The first rows of model NAME."""
     with _errors_to_exit(ctx):
-        ws = _workspace(ctx)
-        model = ws.model(name)
-        rows = ws.source(model.source).preview(model_query(model), limit)
+        rows = service.preview_model(_workspace(ctx), name, limit)
     if as_json:
-        _dump(rows.to_pylist())
+        _dump(service.rows_of(rows))
         return
     table = Table(*rows.column_names)
     for row in rows.to_pylist():
@@ -349,25 +344,13 @@ def destinations_group() -> None:
     """Destinations (Braze Cohorts, or /users/track)."""
 
 
-def _with_client(ctx: click.Context, name: str, fn: Callable[[Any], Any]) -> Any:
-    client = open_client(_workspace(ctx).destination(name))
-
-    async def go() -> Any:
-        try:
-            return await fn(client)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
-
-
 @destinations_group.command("test")
 @click.argument("name")
 @click.pass_context
 def destinations_test(ctx: click.Context, name: str) -> None:
     """Prove destination NAME's keys (an empty change list changes nothing)."""
     with _errors_to_exit(ctx):
-        click.echo(_with_client(ctx, name, lambda c: c.test()))
+        click.echo(service.test_destination(_workspace(ctx), name))
 
 
 @destinations_group.command("cohorts")
@@ -377,13 +360,8 @@ def destinations_test(ctx: click.Context, name: str) -> None:
 def destinations_cohorts(ctx: click.Context, name: str, as_json: bool) -> None:
     """Cohorts that destination NAME offers for ``mode: existing`` (our platform's cohort-list extension)."""
 
-    async def listing(client: Any) -> Any:
-        if not isinstance(client, BrazeCohortsClient):
-            return None
-        return await client.list_cohorts()
-
     with _errors_to_exit(ctx):
-        cohorts = _with_client(ctx, name, listing)
+        cohorts = service.destination_cohorts(_workspace(ctx), name)
     if cohorts is None:
         click.echo("this destination does not offer a cohort list; name the cohort id in the sync", err=True)
         sys.exit(EXIT_FAILED)
@@ -416,7 +394,7 @@ def trigger(
     """Queue a run of sync NAME for `cohortflow sync serve` and print its id (it runs there, not here)."""
     with _errors_to_exit(ctx):
         options = RunOptions(dry_run, full_resync, reconcile, retry_rejected)
-        run_id, created = enqueue_run(_workspace(ctx), name, options, trigger="cli")
+        run_id, created = service.trigger_run(_workspace(ctx), name, options, "cli")
     if as_json:
         _dump({"id": run_id, "queued": created})
     else:
@@ -458,3 +436,63 @@ def serve(ctx: click.Context, host: str | None, port: int | None, access_log: bo
     port = port or settings.port
     click.echo(f"cohortflow sync service on http://{host}:{port} (workspace {live.path})", err=True)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")
+
+
+@sync_group.group("token")
+def token_group() -> None:
+    """Bearer tokens of the REST API (stored hashed; shown once)."""
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.pass_context
+def token_create(ctx: click.Context, name: str) -> None:
+    """A new API token named NAME (what it is for); printed once."""
+    from cohortflow.sync.tokens import create_token
+
+    with _errors_to_exit(ctx):
+        info, plain = create_token(_workspace(ctx).store, name)
+    click.echo(plain)
+    click.echo(f"token {info.id} ({info.name}): shown once, store it now; send it as 'Authorization: Bearer <token>'",
+               err=True)
+
+
+@token_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def token_list(ctx: click.Context, as_json: bool) -> None:
+    """API tokens, masked, with last use and state."""
+    from cohortflow.sync.tokens import list_tokens
+
+    with _errors_to_exit(ctx):
+        tokens = list_tokens(_workspace(ctx).store)
+    rows = [
+        {
+            "id": t.id,
+            "name": t.name,
+            "token": t.masked,
+            "created_at": t.created_at,
+            "last_used_at": t.last_used_at,
+            "state": "active" if t.active else "revoked",
+        }
+        for t in tokens
+    ]
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("id", "name", "token", "created", "last used", "state")
+    for r in rows:
+        table.add_row(*(str(r[k] or "never") for k in ("id", "name", "token", "created_at", "last_used_at", "state")))
+    Console().print(table)
+
+
+@token_group.command("revoke")
+@click.argument("token")
+@click.pass_context
+def token_revoke(ctx: click.Context, token: str) -> None:
+    """Revoke TOKEN (its id or its masked prefix): 401 from the next request."""
+    from cohortflow.sync.tokens import revoke_token
+
+    with _errors_to_exit(ctx):
+        info = revoke_token(_workspace(ctx).store, token)
+    click.echo(f"token {info.id} ({info.name}) revoked")

@@ -47,6 +47,14 @@ class SyncDisabled(SyncError, TerminalError):
     """The sync is disabled (``enabled: false``): it is not scheduled and cannot be triggered."""
 
 
+class Unauthenticated(SyncError, TerminalError):
+    """No valid API token (or session) came with the request."""
+
+
+class Forbidden(SyncError, TerminalError):
+    """The caller is known but its role does not allow this."""
+
+
 class RunFinished(SyncError, TerminalError):
     """The run already ended, so it cannot be cancelled."""
 

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cohortflow.settings import SyncSettings
+from cohortflow.sync.api.errors import install_error_handlers
+from cohortflow.sync.api.routes import router as api_router
 from cohortflow.sync.runner import Runner
 from cohortflow.sync.workspace import LiveWorkspace
 
@@ -27,7 +29,12 @@ def create_service_app(live: LiveWorkspace, settings: SyncSettings, *, run_sched
                 runner.stop()
             live.close()
 
-    app = FastAPI(title="cohortflow sync", lifespan=lifespan)
+    app = FastAPI(
+        title="cohortflow sync",
+        description="The sync service's REST API, shaped after Hightouch's: sources, models, destinations, syncs, "
+        "sync runs. Authenticate with `Authorization: Bearer <token>` (cohortflow sync token create NAME).",
+        lifespan=lifespan,
+    )
     app.state.live = live
     app.state.runner = runner
     app.state.settings = settings
@@ -36,4 +43,6 @@ def create_service_app(live: LiveWorkspace, settings: SyncSettings, *, run_sched
     def healthz() -> dict[str, str]:
         return {"status": "ok", "worker": runner.worker_id}
 
+    install_error_handlers(app, live.state_url)
+    app.include_router(api_router)
     return app

@@ -148,3 +148,16 @@ sync_workers = Table(
     Column("started_at", TS, nullable=False),
     Column("heartbeat_at", TS, nullable=False),
 )
+
+# Bearer tokens of the REST API (``cohortflow sync token create``): only the SHA-256 digest is stored.
+sync_api_tokens = Table(
+    "sync_api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("display_prefix", String(32), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_used_at", TS),
+    Column("revoked_at", TS),
+)
