@@ -88,6 +88,16 @@ class SyncSettings(BaseModel):
     poll_seconds: float = Field(
         default=1.0, gt=0, le=60, description="How often `sync serve` looks for due and queued runs."
     )
+    # Alerts by e-mail.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    alert_from: str = Field(default="cohortflow <cohortflow@localhost>", description="From: of alert e-mails.")
+    alert_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class Settings(BaseSettings):

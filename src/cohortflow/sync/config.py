@@ -179,6 +179,44 @@ class ExistingCohort(_Strict):
 CohortConfig = Annotated[CreateCohort | ExistingCohort, Field(discriminator="mode")]
 
 
+# ---------------------------------------------------------------- alerts
+
+
+class WebhookChannel(_Strict):
+    """An HTTP POST with a Slack-compatible body (a Slack incoming webhook URL works as it is)."""
+
+    type: Literal["webhook"]
+    url: SecretStr = Field(description="Secret: incoming webhook URLs carry their token (use ${VAR}).")
+
+
+class EmailChannel(_Strict):
+    """An e-mail over SMTP (COHORTFLOW_SYNC__SMTP_* settings)."""
+
+    type: Literal["email"]
+    to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(min_length=1)
+
+
+AlertChannel = Annotated[WebhookChannel | EmailChannel, Field(discriminator="type")]
+
+
+class AlertRules(_Strict):
+    """When to alert; a sync's ``alerts:`` overrides, key by key, the workspace's ``alerts:`` (null turns one off)."""
+
+    failed: bool | None = Field(default=None, description="A run failed (default true).")
+    rejected_rows_percent: float | None = Field(
+        default=None, ge=0, le=100, description="Rejected rows above this percentage of the model's rows."
+    )
+    no_success_hours: float | None = Field(default=None, gt=0, description="No successful run for this many hours.")
+    recovery: bool | None = Field(default=None, description="Say so when an incident is over (default true).")
+    notify: list[str] | None = Field(default=None, description="Channel names; an empty list silences the sync.")
+
+
+class AlertsConfig(AlertRules):
+    """The workspace's alert channels and default rules."""
+
+    channels: dict[str, AlertChannel] = Field(default_factory=dict)
+
+
 # ---------------------------------------------------------------- schedules
 
 
@@ -238,6 +276,7 @@ class SyncConfig(_Strict):
     )
     schedule: ScheduleConfig = Field(default_factory=lambda: ManualSchedule(type="manual"))
     enabled: bool = Field(default=True, description="A disabled sync is never scheduled and cannot be triggered.")
+    alerts: AlertRules | None = None
 
 
 class WorkspaceConfig(_Strict):
@@ -246,10 +285,19 @@ class WorkspaceConfig(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     syncs: dict[str, SyncConfig] = Field(default_factory=dict)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")
     def _references(self) -> WorkspaceConfig:
         problems: list[tuple[tuple[str, ...], str]] = []
+        channels = self.alerts.channels
+        for where, rules in [(("alerts",), self.alerts)] + [
+            (("syncs", n, "alerts"), s.alerts) for n, s in self.syncs.items() if s.alerts is not None
+        ]:
+            for channel in (rules.notify if rules is not None else None) or []:
+                if channel not in channels:
+                    known = ", ".join(sorted(channels)) or "none declared under alerts.channels"
+                    problems.append(((*where, "notify"), f"unknown alert channel {channel!r} ({known})"))
         for name, model in self.models.items():
             if model.source not in self.sources:
                 problems.append((("models", name, "source"), f"unknown source {model.source!r}"))
@@ -415,6 +463,8 @@ _UNION_TAGS = frozenset(
         "interval",
         "cron",
         "after",
+        "webhook",
+        "email",
     }
 )
 

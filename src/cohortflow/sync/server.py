@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cohortflow.settings import SyncSettings
+from cohortflow.sync import alerts
 from cohortflow.sync.api.errors import install_error_handlers
 from cohortflow.sync.api.routes import router as api_router
 from cohortflow.sync.runner import Runner
@@ -17,6 +18,7 @@ from cohortflow.sync.workspace import LiveWorkspace
 def create_service_app(live: LiveWorkspace, settings: SyncSettings, *, run_scheduler: bool = True) -> FastAPI:
     """The service's ASGI app; with ``run_scheduler`` its lifespan also runs the :class:`Runner`."""
     runner = Runner(live, max_concurrent=settings.max_concurrent_runs, poll_seconds=settings.poll_seconds)
+    runner.hooks.append(alerts.tick_hook(runner.worker_id))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

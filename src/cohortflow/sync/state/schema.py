@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Boolean, Column, Index, Integer, String, Table, Text
 
-from cohortflow.sqltypes import TS, new_metadata
+from cohortflow.sqltypes import TS, BigId, new_metadata
 
 metadata = new_metadata()
 
@@ -98,6 +98,8 @@ sync_runs = Table(
     Column("cancel_requested_at", TS),
     # The ``sync serve`` process running it (sync_workers.id); null for a run started by ``cohortflow sync run``.
     Column("worker_id", String(64)),
+    # Whether the alert rules have looked at this finished run (each run is judged once, by one process).
+    Column("alert_checked", Boolean, nullable=False, default=False),
     Column("started_at", TS, nullable=False),
     Column("finished_at", TS),
     Column("phases", JSON, nullable=False, default=dict),  # phase -> seconds
@@ -160,4 +162,40 @@ sync_api_tokens = Table(
     Column("created_at", TS, nullable=False),
     Column("last_used_at", TS),
     Column("revoked_at", TS),
+)
+
+# Alert incidents: one open row per (sync, kind) at most (kind: failed, rejected, stale). An incident is announced
+# once when it opens and once when it is resolved (recovery), never per run in between.
+sync_incidents = Table(
+    "sync_incidents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("sync_name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("opened_at", TS, nullable=False),
+    Column("opened_run_id", String(36)),
+    Column("resolved_at", TS),
+    Column("resolved_run_id", String(36)),
+    Index("ix_sync_incidents_sync_kind", "sync_name", "kind"),
+)
+
+# Notifications to send, written in the transaction that opens or resolves an incident (so a crash never loses
+# one and a decision is never sent twice), then claimed and sent by one process, with retries.
+sync_alert_outbox = Table(
+    "sync_alert_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("incident_id", String(32), nullable=False),
+    Column("event", String(16), nullable=False),  # alert, recovery
+    Column("channel", String(200), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_by", String(64)),
+    Column("claimed_at", TS),
+    Column("sent_at", TS),
+    Column("last_error", Text),
+    Index("ix_sync_alert_outbox_sent_at", "sent_at"),
 )
