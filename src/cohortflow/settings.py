@@ -88,6 +88,9 @@ class SyncSettings(BaseModel):
     poll_seconds: float = Field(
         default=1.0, gt=0, le=60, description="How often `sync serve` looks for due and queued runs."
     )
+    debugger_samples_per_run: int = Field(
+        default=200, ge=0, le=10_000, description="Requests the debugger keeps per run (failures: twice as many)."
+    )
     # Alerts by e-mail.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)

@@ -496,3 +496,61 @@ def token_revoke(ctx: click.Context, token: str) -> None:
     with _errors_to_exit(ctx):
         info = revoke_token(_workspace(ctx).store, token)
     click.echo(f"token {info.id} ({info.name}) revoked")
+
+
+@sync_group.group("user")
+def user_group() -> None:
+    """Users of the web app (admin: configures; operator: runs and watches)."""
+
+
+def _password(password_stdin: bool) -> tuple[str, bool]:
+    from cohortflow.sync.web_users import generate_password
+
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n"), False
+    return generate_password(), True
+
+
+@user_group.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["admin", "operator"]), default="admin", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of generating one.")
+@click.pass_context
+def user_create(ctx: click.Context, email: str, role: str, password_stdin: bool) -> None:
+    """A web app user; a generated password is printed once."""
+    from cohortflow.sync.web_users import create_user
+
+    password, generated = _password(password_stdin)
+    with _errors_to_exit(ctx):
+        user = create_user(_workspace(ctx).store, email, role, password)
+    click.echo(f"web app user {user.email} ({user.role.value}) created")
+    if generated:
+        click.echo(f"password (shown once): {password}")
+
+
+@user_group.command("list")
+@click.pass_context
+def user_list(ctx: click.Context) -> None:
+    """Web app users and their last sign-in."""
+    from cohortflow.sync.web_users import list_users
+
+    with _errors_to_exit(ctx):
+        users = list_users(_workspace(ctx).store)
+    for u in users:
+        click.echo(f"{u.email}  {u.role.value}  last sign-in {u.last_login_at or 'never'}")
+
+
+@user_group.command("reset-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of generating one.")
+@click.pass_context
+def user_reset_password(ctx: click.Context, email: str, password_stdin: bool) -> None:
+    """A new password for EMAIL; its sessions end."""
+    from cohortflow.sync.web_users import set_password
+
+    password, generated = _password(password_stdin)
+    with _errors_to_exit(ctx):
+        set_password(_workspace(ctx).store, email, password)
+    click.echo(f"password of {email} reset; its sessions ended")
+    if generated:
+        click.echo(f"password (shown once): {password}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiolimiter import AsyncLimiter
+from sqlalchemy import Connection
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -35,6 +36,7 @@ from tenacity import (
 )
 
 from cohortflow.sync.config import RetryConfig
+from cohortflow.sync.debugger import RequestRecorder, current_attempt, save_samples
 from cohortflow.sync.destinations.base import BatchOutcome, SyncDestination
 from cohortflow.sync.errors import DestinationBadAnswer, DestinationRejected, DestinationUnavailable
 from cohortflow.sync.identifiers import describe
@@ -137,6 +139,7 @@ class Delivery:
         progress: Progress | None = None,
         quarantine_after: int = 3,
         cancel: threading.Event | None = None,
+        recorder: RequestRecorder | None = None,
     ) -> None:
         self.destination = destination
         self.store = store
@@ -159,6 +162,7 @@ class Delivery:
         # Set from another thread when the run is cancelled: checked between batches, exactly like giving up
         # (the batches in flight finish and are recorded; the rest is left for the next run).
         self._cancel = cancel
+        self.recorder = recorder
         self._not_attempted = 0
         # A SQLite commit is a few milliseconds of local work: done on the event loop's thread it costs about
         # a third less CPU than handing it to a worker thread (no hand-off, no GIL ping-pong), which is what
@@ -188,6 +192,19 @@ class Delivery:
 
     def _before_sleep(self, _state: RetryCallState) -> None:
         self.totals.retried_requests += 1
+        # A retry may wait long (backoff, Retry-After): show the failed attempts in the debugger now.
+        self.flush_samples()
+
+    def flush_samples(self) -> None:
+        if self.recorder is not None:
+            samples = self.recorder.drain()
+            if samples:
+                with self.store.transaction() as conn:
+                    save_samples(conn, self.run_id, samples)
+
+    def _samples(self, conn: Connection) -> None:
+        if self.recorder is not None:
+            save_samples(conn, self.run_id, self.recorder.drain())
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """``fn()`` under the rate limit, retried like a batch; a final transient failure is raised."""
@@ -201,6 +218,7 @@ class Delivery:
             with attempt:
                 async with self.limiter:
                     self.totals.requests += 1
+                    current_attempt.set(attempt.retry_state.attempt_number)
                     return await fn()
         raise AssertionError("unreachable: tenacity reraises the last error")
 
@@ -242,6 +260,7 @@ class Delivery:
                 self.store.close_batch(conn, batch_id)
             update_run(conn, self.run_id, counts=self._counts(), errors=totals.errors)
             heartbeat(conn, self.sync_name, self.run_id, self.store.clock())
+            self._samples(conn)
 
     def _close(self, batch_id: str) -> None:
         with self.store.transaction() as conn:
@@ -256,6 +275,7 @@ class Delivery:
             if runs >= self.quarantine_after:
                 totals.newly_quarantined += len(ids)
             update_run(conn, self.run_id, counts=self._counts(), errors=totals.errors)
+            self._samples(conn)
 
     def _uncertain(self, op: str, ids: Sequence[Identity], batch_id: str, reason: str) -> None:
         totals = self.totals
@@ -267,6 +287,7 @@ class Delivery:
         with self.store.transaction() as conn:
             self.store.fail_batch(conn, batch_id, reason)
             update_run(conn, self.run_id, counts=self._counts(), errors=totals.errors)
+            self._samples(conn)
 
     # ------------------------------------------------------------ batches
 

@@ -20,6 +20,8 @@ import duckdb
 import pyarrow as pa
 import structlog
 
+from cohortflow.settings import get_settings
+from cohortflow.sync.debugger import RequestRecorder, save_samples
 from cohortflow.sync.delivery import Delivery, DeliveryTotals
 from cohortflow.sync.destinations import bind_sync
 from cohortflow.sync.destinations.base import SyncDestination
@@ -141,7 +143,8 @@ def run_sync(
         model = workspace.model(sync.model)
         source = workspace.source(model.source)
         dest_config = workspace.destination(sync.destination)
-        destination = bind_sync(dest_config, name, sync)
+        recorder = RequestRecorder(get_settings().sync.debugger_samples_per_run, store.clock)
+        destination = bind_sync(dest_config, name, sync, recorder=recorder)
     except SyncError as exc:
         if run_id is not None:  # a claimed run: its record and lock exist, close them
             finish_run(store, run_id, FAILED, message=exc.message)
@@ -203,7 +206,9 @@ def run_sync(
         if reconcile:
             # The export runs in an event loop of its own and closes its client: delivery gets a new one.
             actual = _run_async(_export(destination))
-            destination = bind_sync(dest_config, name, sync)
+            with store.transaction() as conn:
+                save_samples(conn, run_id, recorder.drain())
+            destination = bind_sync(dest_config, name, sync, recorder=recorder)
             check_cancel()
         if not dry_run:
             store.compact_uncertain(name, run_id)
@@ -239,7 +244,18 @@ def run_sync(
                     update_run(conn, run_id, status=SENDING, phases=phases.times, counts=counts, errors=errors)
                 closed = True  # _send closes the client inside its own event loop
                 totals = _run_async(
-                    _send(workspace, name, run_id, destination, plan, counts, full_resync or reconcile, progress, stop)
+                    _send(
+                        workspace,
+                        name,
+                        run_id,
+                        destination,
+                        plan,
+                        counts,
+                        full_resync or reconcile,
+                        progress,
+                        stop,
+                        recorder,
+                    )
                 )
                 counts = {**counts, **totals.as_dict()}
                 errors = errors + totals.errors
@@ -359,7 +375,9 @@ async def _send(
     full_resync: bool,
     progress: Progress | None,
     cancel: threading.Event | None = None,
+    recorder: RequestRecorder | None = None,
 ) -> DeliveryTotals:
+    delivery: Delivery | None = None
     try:
         store = workspace.store
         state = store.get(name)
@@ -376,6 +394,7 @@ async def _send(
             progress=progress,
             quarantine_after=workspace.sync(name).quarantine_after_runs,
             cancel=cancel,
+            recorder=recorder,
         )
         has_changes = plan.counts.adds > 0 or plan.counts.removes > 0
         cohort_name = destination.cohort_name
@@ -389,3 +408,5 @@ async def _send(
         return await delivery.deliver(plan)
     finally:
         await destination.aclose()
+        if delivery is not None:
+            delivery.flush_samples()

@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 
 from cohortflow.settings import SyncSettings
 from cohortflow.sync import alerts
 from cohortflow.sync.api.errors import install_error_handlers
 from cohortflow.sync.api.routes import router as api_router
 from cohortflow.sync.runner import Runner
+from cohortflow.sync.webapp.app import create_webapp
 from cohortflow.sync.workspace import LiveWorkspace
 
 
@@ -47,4 +49,12 @@ def create_service_app(live: LiveWorkspace, settings: SyncSettings, *, run_sched
 
     install_error_handlers(app, live.state_url)
     app.include_router(api_router)
+    webapp = create_webapp(live)
+    webapp.state.runner = runner
+    app.mount("/app", webapp)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/app/", status_code=303)
+
     return app

@@ -27,7 +27,7 @@ from cohortflow.sync.errors import InvalidInput, UnknownObject
 from cohortflow.sync.queue import enqueue_run
 from cohortflow.sync.runs import RunOptions, RunRecord, get_run, list_runs, request_cancel
 from cohortflow.sync.scheduler import describe_schedule, next_runs
-from cohortflow.sync.sources import model_query
+from cohortflow.sync.sources import model_query, quote_identifier
 from cohortflow.sync.workspace import Workspace
 from cohortflow.wire import CohortSummary
 
@@ -65,6 +65,21 @@ def preview_model(workspace: Workspace, name: str, limit: int = 10) -> pa.Table:
         raise InvalidInput(f"limit must be between 1 and {MAX_PREVIEW_ROWS}")
     model = workspace.model(name)
     return workspace.source(model.source).preview(model_query(model), limit)
+
+
+def preview_query(workspace: Workspace, source: str, sql: str | None, table: str | None, limit: int = 10) -> pa.Table:
+    """The first rows of a model that is not saved yet (the web app previews before saving)."""
+    if (sql is None) == (table is None) or not (sql or table or "").strip():
+        raise InvalidInput("write a SQL query or name a table")
+    if not 0 <= limit <= MAX_PREVIEW_ROWS:
+        raise InvalidInput(f"limit must be between 0 and {MAX_PREVIEW_ROWS}")
+    query = sql.strip().rstrip(";") if sql is not None else f"SELECT * FROM {quote_identifier(table or '')}"
+    return workspace.source(source).preview(query, limit)
+
+
+def model_columns(workspace: Workspace, name: str) -> list[str]:
+    model = workspace.model(name)
+    return list(preview_query(workspace, model.source, model.sql, model.table, 0).column_names)
 
 
 def rows_of(table: pa.Table) -> list[dict[str, Any]]:
@@ -213,3 +228,11 @@ def match_rate(record: RunRecord) -> float | None:
 
 def destination_label(config: DestinationConfig) -> str:
     return DESTINATION_TYPES.get(config.type, config.type)
+
+
+def syncs_using(workspace: Workspace, *, model: str | None = None, destination: str | None = None) -> list[str]:
+    return [
+        n
+        for n, s in workspace.config.syncs.items()
+        if (model is None or s.model == model) and (destination is None or s.destination == destination)
+    ]

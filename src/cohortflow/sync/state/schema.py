@@ -9,7 +9,7 @@ Migrations in ``migrations/versions`` are kept in step with this module; a test 
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, Index, Integer, String, Table, Text
+from sqlalchemy import JSON, Boolean, Column, Float, ForeignKey, Index, Integer, String, Table, Text
 
 from cohortflow.sqltypes import TS, BigId, new_metadata
 
@@ -198,4 +198,57 @@ sync_alert_outbox = Table(
     Column("sent_at", TS),
     Column("last_error", Text),
     Index("ix_sync_alert_outbox_sent_at", "sent_at"),
+)
+
+# The live request debugger: a bounded sample of each run's requests to the destination (body sample with the
+# credentials masked, status, answer, duration, attempt), written by the delivery loop with its own commits.
+sync_run_requests = Table(
+    "sync_run_requests",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("method", String(10), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", Integer),
+    Column("answer", Text),
+    Column("duration_ms", Float, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("error", Text),
+    Index("ix_sync_run_requests_run_seq", "run_id", "seq"),
+)
+
+# The web app's users (roles: admin configures; operator runs and watches), their server-side sessions and the
+# counters of the sign-in throttle: in the state database, so every `sync serve` process shares them.
+sync_web_users = Table(
+    "sync_web_users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_login_at", TS),
+    Column("disabled_at", TS),
+)
+
+sync_web_sessions = Table(
+    "sync_web_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", BigId, ForeignKey("sync_web_users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Index("ix_sync_web_sessions_user_id", "user_id"),
+)
+
+sync_rate_counters = Table(
+    "sync_rate_counters",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False),
 )
