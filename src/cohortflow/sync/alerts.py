@@ -33,6 +33,7 @@ from cohortflow.clock import as_utc
 from cohortflow.redact import redact_url
 from cohortflow.settings import SyncSettings, get_settings
 from cohortflow.sync.config import AlertChannel, AlertRules, EmailChannel, WebhookChannel, WorkspaceConfig
+from cohortflow.sync.errors import ConfigError
 from cohortflow.sync.runs import FAILED, FINAL_STATUSES, PARTIAL, SUCCEEDED
 from cohortflow.sync.state.schema import sync_alert_outbox, sync_incidents, sync_runs
 from cohortflow.sync.workspace import Workspace
@@ -359,8 +360,9 @@ def deliver(workspace: Workspace, worker_id: str = "cli", settings: SyncSettings
             error = f"alert channel {row.channel!r} is no longer declared in {workspace.path.name}"
         else:
             try:
+                workspace.require_env("alerts", "channels", row.channel)
                 send(channel, row.event, dict(row.payload), settings)
-            except RuntimeError as exc:
+            except (RuntimeError, ConfigError) as exc:
                 error = str(exc)
         now = as_utc(store.clock())
         with store.transaction() as conn:

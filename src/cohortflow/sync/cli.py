@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 error or failed run, 3 partial run (some identifiers fa
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,22 +70,29 @@ def _workspace(ctx: click.Context) -> Workspace:
 @click.pass_context
 def sync_group(ctx: click.Context, file: Path | None, state_url: str | None) -> None:
     """Sync warehouse models into Braze Cohorts (the Hightouch side)."""
-    # One INFO line per HTTP request would drown the run's own output; the run record has the counts.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx.ensure_object(dict).update(file=file, state_url=state_url)
 
 
 @sync_group.command("validate")
+@click.option("--offline", is_flag=True, help="Check the file only; do not run the models' queries.")
 @click.pass_context
-def validate(ctx: click.Context) -> None:
-    """Check the workspace file: schema, unknown keys, references, environment variables."""
+def validate(ctx: click.Context, offline: bool) -> None:
+    """Check the workspace file (schema, unknown keys, references, environment variables), then run each model's
+    query without reading rows and check its primary key and identifier columns exist."""
+    obj = ctx.ensure_object(dict)
     with _errors_to_exit(ctx):
-        ws = _workspace(ctx)
+        ws = load_workspace(obj.get("file"), state_url=obj.get("state_url"), strict_env=True)
         c = ws.config
-        click.echo(
-            f"{ws.path}: valid ({len(c.sources)} source(s), {len(c.models)} model(s), "
-            f"{len(c.destinations)} destination(s), {len(c.syncs)} sync(s))"
-        )
+        problems = [] if offline else service.check_models(ws)
+    for problem in problems:
+        click.echo(f"error: {ws.path.name}: {problem}", err=True)
+    if problems:
+        sys.exit(EXIT_FAILED)
+    checked = "" if offline else "; every model's query runs and has its columns"
+    click.echo(
+        f"{ws.path}: valid ({len(c.sources)} source(s), {len(c.models)} model(s), "
+        f"{len(c.destinations)} destination(s), {len(c.syncs)} sync(s)){checked}"
+    )
 
 
 class _RichProgress:

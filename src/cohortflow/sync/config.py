@@ -372,7 +372,7 @@ def _interpolate(value: Any, path: tuple[str, ...], env: Mapping[str, str], miss
             name = match.group(1)
             if name not in env:
                 missing.append((*path, f"${{{name}}}"))
-                return ""
+                return match.group(0)  # left as written: a deferred check reports it where it is used
             return env[name]
 
         return _ENV_REF.sub(sub, value)
@@ -390,8 +390,19 @@ def _line_for(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int:
     return 1
 
 
-def parse_workspace(text: str, file: str, env: Mapping[str, str] | None = None) -> WorkspaceConfig:
-    """Validate a workspace file's text; ``file`` only names it in errors."""
+def parse_workspace(
+    text: str,
+    file: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    deferred: dict[tuple[str, ...], str] | None = None,
+) -> WorkspaceConfig:
+    """Validate a workspace file's text; ``file`` only names it in errors.
+
+    A ``${VAR}`` the environment lacks is an error, unless ``deferred`` is given: then the reference stays as
+    written and ``deferred`` maps its dotted location to the error, for the code that uses that value to raise
+    (so commands that never touch a destination's keys do not need them).
+    """
     env = os.environ if env is None else env
     try:
         loader = yaml.SafeLoader(text)
@@ -414,11 +425,14 @@ def parse_workspace(text: str, file: str, env: Mapping[str, str] | None = None) 
     missing: list[tuple[str, ...]] = []
     data = _interpolate(data, (), env, missing)
     if missing:
-        msgs = [
-            f"{file}:{_line_for(lines, loc[:-1])}: {'.'.join(loc[:-1])}: environment variable {loc[-1]} is not set"
+        unset = {
+            loc[:-1]: f"{file}:{_line_for(lines, loc[:-1])}: {'.'.join(loc[:-1])}: "
+            f"environment variable {loc[-1]} is not set"
             for loc in missing
-        ]
-        raise ConfigError("\n".join(msgs))
+        }
+        if deferred is None:
+            raise ConfigError("\n".join(unset.values()))
+        deferred.update(unset)
     try:
         return WorkspaceConfig.model_validate(data)
     except ValidationError as exc:
@@ -469,10 +483,12 @@ _UNION_TAGS = frozenset(
 )
 
 
-def load_workspace_config(path: Path | str, env: Mapping[str, str] | None = None) -> WorkspaceConfig:
+def load_workspace_config(
+    path: Path | str, env: Mapping[str, str] | None = None, *, deferred: dict[tuple[str, ...], str] | None = None
+) -> WorkspaceConfig:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the workspace file: {exc.strerror or exc}") from exc
-    return parse_workspace(text, str(path), env)
+    return parse_workspace(text, str(path), env, deferred=deferred)

@@ -23,7 +23,7 @@ from cohortflow.sync.config import (
     SyncConfig,
 )
 from cohortflow.sync.destinations import BrazeCohortsClient, BrazeUsersTrackClient, derived_cohort_id, open_client
-from cohortflow.sync.errors import InvalidInput, UnknownObject
+from cohortflow.sync.errors import InvalidInput, SyncError, UnknownObject
 from cohortflow.sync.queue import enqueue_run
 from cohortflow.sync.runs import RunOptions, RunRecord, get_run, list_runs, request_cancel
 from cohortflow.sync.scheduler import describe_schedule, next_runs
@@ -236,3 +236,31 @@ def syncs_using(workspace: Workspace, *, model: str | None = None, destination: 
         for n, s in workspace.config.syncs.items()
         if (model is None or s.model == model) and (destination is None or s.destination == destination)
     ]
+
+
+def check_models(workspace: Workspace) -> list[str]:
+    """Run each model's query (no rows read) and check that its primary key and every identifier column its syncs
+    use exist; one line per problem, naming the model or sync."""
+    from cohortflow.sync.identifiers import identifier_columns
+
+    problems: list[str] = []
+    for name in workspace.config.models:
+        try:
+            columns = set(model_columns(workspace, name))
+        except SyncError as exc:
+            problems.append(f"models.{name}: {exc.message}")
+            continue
+        model = workspace.model(name)
+        if model.primary_key not in columns:
+            problems.append(
+                f"models.{name}.primary_key: the query has no column {model.primary_key!r} "
+                f"(it has: {', '.join(sorted(columns))})"
+            )
+        for sync_name in syncs_using(workspace, model=name):
+            missing = [c for c in identifier_columns(workspace.sync(sync_name).identifier) if c not in columns]
+            if missing:
+                problems.append(
+                    f"syncs.{sync_name}.identifier: model {name!r} has no column "
+                    f"{', '.join(repr(c) for c in missing)} (it has: {', '.join(sorted(columns))})"
+                )
+    return problems

@@ -27,6 +27,14 @@ class Workspace:
     _store: StateStore | None = field(default=None, repr=False)
     # False when the store is shared (a LiveWorkspace's snapshots): closing the snapshot leaves it open.
     owns_store: bool = True
+    # ${VAR} references the environment lacks, by dotted location: an error only where the value is used.
+    missing_env: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def require_env(self, *prefix: str) -> None:
+        """Raise the missing-variable error of anything under ``prefix`` (e.g. a destination's keys)."""
+        problems = [msg for loc, msg in self.missing_env.items() if loc[: len(prefix)] == prefix]
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     @property
     def base_dir(self) -> Path:
@@ -57,10 +65,12 @@ class Workspace:
 
     def destination(self, name: str) -> DestinationConfig:
         self._get("destination", self.config.destinations, name)
+        self.require_env("destinations", name)
         return self.config.destinations[name]
 
     def source(self, name: str) -> Source:
         self._get("source", self.config.sources, name)
+        self.require_env("sources", name)
         return Source(name, self.config.sources[name], self.base_dir)
 
     def close(self) -> None:
@@ -76,16 +86,26 @@ class Workspace:
 
 
 def load_workspace(
-    path: Path | str | None = None, *, state_url: str | None = None, env: Mapping[str, str] | None = None
+    path: Path | str | None = None,
+    *,
+    state_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    strict_env: bool = False,
 ) -> Workspace:
     """Read and validate a workspace file (default: ``settings.sync.config_path``).
 
-    ``state_url`` defaults to ``settings.sync.state_url`` (``COHORTFLOW_SYNC_STATE_URL``).
+    ``state_url`` defaults to ``settings.sync.state_url`` (``COHORTFLOW_SYNC_STATE_URL``). A ``${VAR}`` that is
+    not set fails only what uses it (reading run history needs no destination key), unless ``strict_env``.
     """
     settings = get_settings().sync
     resolved = Path(path) if path is not None else settings.config_path
-    config = load_workspace_config(resolved, workspace_env(resolved.resolve(), env))
-    return Workspace(path=resolved.resolve(), config=config, state_url=state_url or settings.state_url)
+    missing: dict[tuple[str, ...], str] = {}
+    config = load_workspace_config(
+        resolved, workspace_env(resolved.resolve(), env), deferred=None if strict_env else missing
+    )
+    return Workspace(
+        path=resolved.resolve(), config=config, state_url=state_url or settings.state_url, missing_env=missing
+    )
 
 
 class LiveWorkspace:
@@ -121,8 +141,9 @@ class LiveWorkspace:
             stamp = self._files_stamp()
             if self._current is not None and stamp == self._stamp:
                 return self._current
+            missing: dict[tuple[str, ...], str] = {}
             try:
-                config = load_workspace_config(self.path, workspace_env(self.path))
+                config = load_workspace_config(self.path, workspace_env(self.path), deferred=missing)
             except ConfigError as exc:
                 if self._current is None:
                     raise
@@ -132,7 +153,9 @@ class LiveWorkspace:
                 self.error, self._stamp = exc.message, stamp
                 return self._current
             self.error, self._stamp = None, stamp
-            self._current = Workspace(self.path, config, self.state_url, self.store, owns_store=False)
+            self._current = Workspace(
+                self.path, config, self.state_url, self.store, owns_store=False, missing_env=missing
+            )
             return self._current
 
     def close(self) -> None:

@@ -93,9 +93,11 @@ async def post_json(
             url, content=orjson.dumps(body), headers={"content-type": "application/json", **(headers or {})}
         )
     except httpx.TimeoutException as exc:
-        raise DestinationUnavailable(f"{what}: timed out ({type(exc).__name__})") from exc
+        where = redact_url(str(client.base_url).rstrip("/") + url)
+        raise DestinationUnavailable(f"{what}: POST {where} timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
-        raise DestinationUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        where = redact_url(str(client.base_url).rstrip("/") + url)
+        raise DestinationUnavailable(f"{what}: cannot reach POST {where}: {type(exc).__name__}: {exc}") from exc
     return check(response, what)
 
 
