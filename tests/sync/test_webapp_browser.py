@@ -180,7 +180,7 @@ def _steps(page: Any, folder: Path, platform: dict[str, Any], tmp_path: Path) ->
     page.wait_for_url("**/app/syncs/high_value/runs/**")
     page.locator("[data-run-status]", has_text="succeeded").wait_for(timeout=60_000)
     page.wait_for_load_state("load")
-    rows = page.locator("#requests tbody tr")
+    rows = page.locator("#requests details.req")
     rows.first.wait_for()
     assert rows.count() >= 3  # naming the cohort, then batches of at most 1,000 identifiers
     expected = sum(1 for i in range(CUSTOMERS) if (i * 37) % 1000 >= 500)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from cohortflow.sync.runs import RunRecord
 
-WIDTH, HEIGHT, TOP, BOTTOM, LEFT = 640, 190, 14, 24, 44
+WIDTH, HEIGHT, TOP, BOTTOM, LEFT = 900, 200, 14, 26, 54
 SERIES = (("adds", "added"), ("removes", "removed"), ("rejected", None))
 
 
@@ -45,7 +45,7 @@ def run_chart(runs: list[RunRecord]) -> Chart | None:
     top = max([1, *(v for row in values for v in row.values())])
     plot_h = HEIGHT - TOP - BOTTOM
     slot = (WIDTH - LEFT) / len(shown)
-    bar_w = min(14.0, slot / 4)
+    bar_w = min(18.0, slot / 4)
     bars: list[Bar] = []
     labels: list[tuple[float, str]] = []
     for i, (run, row) in enumerate(zip(shown, values, strict=True)):
@@ -63,7 +63,7 @@ def run_chart(runs: list[RunRecord]) -> Chart | None:
                 )
             )
         labels.append(
-            (round(LEFT + i * slot + slot / 2, 1), f"{run.started_at:%d/%m %H:%M}" if len(shown) <= 8 else "")
+            (round(LEFT + i * slot + slot / 2, 1), f"{run.started_at:%b %d %H:%M}" if len(shown) <= 8 else "")
         )
     ticks = [(round(TOP + plot_h - plot_h * f, 1), f"{round(top * f):,}") for f in (0, 0.5, 1)]
     return Chart(WIDTH, HEIGHT, bars, ticks, labels, TOP + plot_h)

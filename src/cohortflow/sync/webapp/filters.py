@@ -44,5 +44,17 @@ def status_class(status: str) -> str:
     return _STATUS_CLASS.get(status, "off")
 
 
+def trigger_words(trigger: str | None) -> str:
+    """Who started a run, as a sentence ends: "from the web app", "by the schedule", "after load_users succeeded"."""
+    if trigger and trigger.startswith("after:"):
+        return f"after {trigger.removeprefix('after:')} succeeded"
+    return {
+        "web": "from the web app",
+        "api": "through the API",
+        "schedule": "by the schedule",
+        "cli": "from the command line",
+    }.get(trigger or "cli", f"by {trigger}")
+
+
 def install(env: Environment) -> None:
-    env.filters.update(num=num, pct=pct, seconds=seconds, status_class=status_class)
+    env.filters.update(num=num, pct=pct, seconds=seconds, status_class=status_class, trigger_words=trigger_words)

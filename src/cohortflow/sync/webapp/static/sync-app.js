@@ -10,31 +10,35 @@
     return el;
   }
 
-  function requestRow(r) {
-    var row = document.createElement("tr");
+  function requestItem(r) {
     var ok = r.status !== null && r.status >= 200 && r.status < 300;
-    row.appendChild(text("td", r.seq, "mono"));
-    row.appendChild(text("td", r.at.substring(11, 23), "mono"));
-    var status = text("td", r.status === null ? (r.error ? "error" : "–") : r.status);
-    status.className = "badge-cell " + (ok ? "ok" : "bad");
-    row.appendChild(status);
-    row.appendChild(text("td", r.method + " " + r.path, "mono url"));
-    row.appendChild(text("td", r.duration_ms + " ms", "num"));
-    row.appendChild(text("td", r.attempt, "num"));
-    var details = document.createElement("td");
-    var box = document.createElement("details");
-    box.appendChild(text("summary", r.error ? r.error : "body and answer"));
-    box.appendChild(text("pre", r.body));
-    box.appendChild(text("pre", r.answer === null ? (r.error || "no answer") : r.answer));
-    details.appendChild(box);
-    row.appendChild(details);
-    return row;
+    var item = document.createElement("details");
+    item.className = "req";
+    var summary = document.createElement("summary");
+    summary.appendChild(text("span", r.seq, "mono"));
+    summary.appendChild(text("span", r.at.substring(11, 23), "mono time"));
+    summary.appendChild(text("span", r.status === null ? "error" : r.status, "status " + (ok ? "ok" : "bad")));
+    summary.appendChild(text("span", r.method + " " + r.path, "mono path"));
+    summary.appendChild(text("span", r.duration_ms.toFixed(1) + " ms", "num duration"));
+    summary.appendChild(text("span", "try " + r.attempt, "num attempt"));
+    item.appendChild(summary);
+    if (r.error) { item.appendChild(text("p", r.error, "error-line")); }
+    var exchange = document.createElement("div");
+    exchange.className = "exchange";
+    [["Request body (sample)", r.body], ["Answer", r.answer === null ? "no answer" : r.answer]].forEach(function (pair) {
+      var box = document.createElement("div");
+      box.appendChild(text("h3", pair[0]));
+      box.appendChild(text("pre", pair[1]));
+      exchange.appendChild(box);
+    });
+    item.appendChild(exchange);
+    return item;
   }
 
   var debuggerEl = document.querySelector("[data-live-run]");
   if (debuggerEl) {
     var url = debuggerEl.getAttribute("data-live-run");
-    var body = document.querySelector("#requests tbody");
+    var list = document.getElementById("requests");
     var last = parseInt(debuggerEl.getAttribute("data-last-seq") || "0", 10);
     var poll = function () {
       fetch(url + "?after=" + last, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
@@ -43,7 +47,7 @@
           if (!data) { return; }
           var empty = document.getElementById("no-requests");
           if (data.requests.length && empty) { empty.remove(); }
-          data.requests.forEach(function (r) { body.appendChild(requestRow(r)); last = Math.max(last, r.seq); });
+          data.requests.forEach(function (r) { list.appendChild(requestItem(r)); last = Math.max(last, r.seq); });
           Object.keys(data.fields).forEach(function (key) {
             var cell = document.querySelector('[data-field="' + key + '"]');
             if (cell) { cell.textContent = data.fields[key]; }

@@ -17,6 +17,18 @@ from cohortflow.sync.webapp.access import AdminOnly, AnyRole, Page
 from cohortflow.sync.webapp.views.forms import required, text, validated
 
 router = APIRouter()
+MAIN_SETTINGS = {"rest_endpoint": "REST endpoint", "partner": "Partner"}
+TUNING_SETTINGS = {
+    "batch_size": "Batch size (identifiers a request)",
+    "concurrency": "Requests in flight",
+    "rate_limit_per_hour": "Rate limit (requests an hour)",
+    "timeout_seconds": "Timeout (seconds)",
+}
+SECRET_LABELS = {
+    "partner_api_key": "Partner API key",
+    "data_import_key": "Data import key",
+    "rest_api_key": "REST API key",
+}
 _ADAPTER: TypeAdapter[DestinationConfig] = TypeAdapter(DestinationConfig)
 
 CATALOGUE = [
@@ -132,6 +144,7 @@ async def create_destination(page: AdminOnly, kind: str) -> Response:
 def destination(page: AnyRole, name: str) -> Response:
     ws = page.workspace
     cfg = ws.destination(name)
+    settings = service.destination_settings(cfg)
     cohorts, cohorts_error = None, None
     try:
         cohorts = service.destination_cohorts(ws, name)
@@ -144,8 +157,9 @@ def destination(page: AnyRole, name: str) -> Response:
             "name": name,
             "cfg": cfg,
             "label": service.destination_label(cfg),
-            "settings": service.destination_settings(cfg),
-            "secret_fields": DESTINATION_SECRET_FIELDS[cfg.type],
+            "main": [(label, settings[k]) for k, label in MAIN_SETTINGS.items() if k in settings],
+            "tuning": [(label, settings[k]) for k, label in TUNING_SETTINGS.items() if k in settings],
+            "secrets": [SECRET_LABELS[f] for f in DESTINATION_SECRET_FIELDS[cfg.type]],
             "syncs": service.syncs_using(ws, destination=name),
             "cohorts": cohorts,
             "cohorts_error": cohorts_error,
