@@ -23,13 +23,35 @@ from cohortflow.platform.cohorts import get_cohort
 from cohortflow.platform.import_keys import create_import_key
 from cohortflow.platform.partners import create_partner
 from cohortflow.platform.workspaces import create_workspace
-from tests.platform.dashboard.conftest import browser, screenshot, shots  # noqa: F401  (fixtures)
+from tests.platform.dashboard.conftest import (  # noqa: F401  (shots is a fixture)
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REQUIRE_BROWSER_ENV,
+    screenshot,
+    shots,
+)
 from tests.support import fresh_database, open_runtime, start_server
 from tests.sync.service_support import start_service
 from tests.sync.support import seed_users
 
 PASSWORD = "a long test password"
 CUSTOMERS = 3000
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Chromium for this test only: Playwright's sync API keeps an event loop on the main thread while it runs,
+    and the engine's ``asyncio.run`` in later tests of the session must not find it there."""
+    if not CHROMIUM.exists():
+        if os.environ.get(REQUIRE_BROWSER_ENV) == "1":
+            pytest.fail(f"{CHROMIUM} is missing but {REQUIRE_BROWSER_ENV}=1")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
 
 
 @pytest.fixture
@@ -86,7 +108,7 @@ def service(tmp_path: Path, state_url: str) -> Iterator[str]:
 
 
 def test_the_seed_hightouch_steps_in_the_browser(
-    browser: Any,  # noqa: F811
+    browser: Any,
     shots: Path,  # noqa: F811
     platform: dict[str, Any],
     service: str,
