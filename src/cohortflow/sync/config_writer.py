@@ -168,9 +168,6 @@ class WorkspaceWriter:
             _write_atomically(self.path, new_text)
             return config
 
-    def overridden(self, variables: list[str]) -> list[str]:
-        """The variables the process environment sets: it wins over the secrets file (see secrets.py)."""
-        return [v for v in variables if v in os.environ]
 
 
 # ------------------------------------------------------------------------------------------------ edits
