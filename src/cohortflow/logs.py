@@ -38,8 +38,10 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
 def configure_logging(level: str = "INFO", json: bool = False) -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
     logging.getLogger().setLevel(level.upper())
-    # aiosmtpd logs every SMTP command at INFO; only its warnings matter to us.
-    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    # aiosmtpd logs every SMTP command, httpx and httpcore every request, at INFO or DEBUG: a run of thousands of
+    # requests would flood the terminal. Only their warnings matter; the run records and the debugger have the rest.
+    for noisy in ("mail.log", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json

@@ -77,6 +77,30 @@ class SyncSettings(BaseModel):
         description="SQLAlchemy URL of the sync state database.",
     )
     config_path: Path = Field(default=Path("cohortflow.yaml"))
+    host: str = Field(default="127.0.0.1", description="Where `cohortflow sync serve` listens.")
+    port: int = Field(default=8490, ge=1, le=65535)
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8490", description="The service's address as links in alerts show it."
+    )
+    max_concurrent_runs: int = Field(
+        default=4, ge=1, le=256, description="Runs at once across every `sync serve` process on the state database."
+    )
+    poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often `sync serve` looks for due and queued runs."
+    )
+    debugger_samples_per_run: int = Field(
+        default=200, ge=0, le=10_000, description="Requests the debugger keeps per run (failures: twice as many)."
+    )
+    # Alerts by e-mail.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    alert_from: str = Field(default="cohortflow <cohortflow@localhost>", description="From: of alert e-mails.")
+    alert_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -80,3 +80,46 @@ def test_demo_runs_twice_and_the_cohort_is_exact(tmp_path: Path) -> None:
         config = (directory / "cohortflow.yaml").read_text()
         assert "${COHORTFLOW_DEMO_DATA_IMPORT_KEY}" in config
         assert "cfdik_" not in config
+
+
+def test_the_demo_leaves_a_setup_that_can_be_continued(tmp_path: Path) -> None:
+    """As the README says: cd into the demo's folder, serve its platform again, keep syncing."""
+    import os
+    import time
+
+    import httpx
+
+    directory = tmp_path / "demo"
+    _run_demo(directory)
+    env_file = (directory / ".env").read_text()
+    assert "COHORTFLOW_DEMO_REST_API_KEY=cfrest_" in env_file and "COHORTFLOW_DEMO_DATA_IMPORT_KEY=cfdik_" in env_file
+    assert (directory / ".env").stat().st_mode & 0o777 == 0o600
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORTFLOW_")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cohortflow", *args], cwd=directory, env=env, capture_output=True, text=True
+        )
+
+    runs = cli("sync", "runs", "high_value_customers")
+    assert runs.returncode == 0 and runs.stdout.count("succeeded") == 2, runs.stderr
+    checked = cli("sync", "validate")
+    assert checked.returncode == 0 and "every model's query runs" in checked.stdout, checked.stderr
+    port = next(line.split("=")[1] for line in env_file.splitlines() if line.startswith("COHORTFLOW_PLATFORM__PORT"))
+    server = subprocess.Popen([sys.executable, "-m", "cohortflow", "platform", "serve"], cwd=directory, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.2)
+        again = cli("sync", "run", "high_value_customers")
+        assert again.returncode == 0, again.stderr
+        assert "high_value_customers: run" in again.stdout and "planned: +0 -0" in again.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -116,12 +116,15 @@ def write_workspace(
     return path
 
 
-def run_cli(workspace: Path, state_url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    workspace: Path, state_url: str, *args: str, timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cohortflow", "sync", "-f", str(workspace), "--state-url", state_url, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input,
     )
 
 

@@ -116,7 +116,7 @@ def test_cli_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     runner = CliRunner()
-    ok = runner.invoke(cli, ["sync", "-f", str(path), "validate"])
+    ok = runner.invoke(cli, ["sync", "-f", str(path), "validate", "--offline"])
     assert ok.exit_code == 0, ok.output
     assert "valid (1 source(s), 1 model(s), 1 destination(s), 1 sync(s))" in ok.output
     path.write_text(GOOD.replace("    partner: hightouch\n", "    partner: hightouch\n    partnr: x\n"))

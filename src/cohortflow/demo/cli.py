@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cohortflow.demo.run import DemoReport, run_demo
@@ -97,7 +98,11 @@ def _print_report(console: Console, data: dict[str, Any], seconds: float) -> Non
     )
     console.print(
         f"Done in {seconds:.1f} s. Files in {data['directory']}: warehouse.duckdb, platform.db, cohortflow.yaml, "
-        "demo.env (keys), sync-state.db."
+        ".env (settings and keys), sync-state.db."
+    )
+    console.print(
+        f"To continue: cd {data['directory']}, then `cohortflow platform serve` (same platform, same port) and "
+        "`cohortflow sync run high_value_customers` or `cohortflow sync serve` (see the README)."
     )
 
 
@@ -126,12 +131,25 @@ def demo(customers: int, directory: Path, as_json: bool) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 110)
     started = time.monotonic()
+    # A bar for the long steps (loading customers, sending changes) on a terminal; plain lines elsewhere.
+    columns = (TextColumn("       {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bars = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+    tasks: dict[str, TaskID] = {}
 
     def step(message: str) -> None:
+        for task in tasks.values():
+            bars.remove_task(task)
+        tasks.clear()
         console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {message}")
 
+    def progress(what: str, done: int, total: int | None) -> None:
+        if what not in tasks:
+            tasks[what] = bars.add_task(what, total=total)
+        bars.update(tasks[what], completed=done, total=total)
+
     try:
-        report = run_demo(directory, customers, step=step)
+        with bars:
+            report = run_demo(directory, customers, step=step, progress=progress)
     except Exception as exc:  # the demo's user needs the reason, not a traceback
         raise click.ClickException(f"the demo failed: {type(exc).__name__}: {exc}") from exc
     data = report_dict(report)

@@ -10,7 +10,7 @@ Warehouse-only customers are not loaded at all.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,9 @@ def _chunks(items: Sequence[dict[str, Any]], size: int) -> list[Sequence[dict[st
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+Progress = Callable[[int, int], None]
+
+
 async def _post(client: httpx.AsyncClient, gate: asyncio.Semaphore, url: str, body: dict[str, Any], **kw: Any) -> None:
     async with gate:
         response = await client.post(url, json=body, **kw)
@@ -65,8 +68,15 @@ async def _post(client: httpx.AsyncClient, gate: asyncio.Semaphore, url: str, bo
 
 
 async def load_customers(
-    base_url: str, rest_api_key: str, app_key: str, warehouse: Path, *, concurrency: int = 8
+    base_url: str,
+    rest_api_key: str,
+    app_key: str,
+    warehouse: Path,
+    *,
+    concurrency: int = 8,
+    progress: Progress | None = None,
 ) -> LoadStats:
+    """Load the customers; ``progress(done, total)`` is called as requests complete."""
     rows = _customers(warehouse)
     stats = LoadStats()
     for row in rows:
@@ -84,35 +94,50 @@ async def load_customers(
         if r["profile_kind"] == "alias_only"
     ]
     devices = [r for r in rows if r["profile_kind"] in ("anonymous", "anonymous_then_identified")]
+    logins_total = sum(1 for r in devices if r["profile_kind"] == "anonymous_then_identified")
+    total = -(-len(identified + aliases) // TRACK_BATCH) + len(devices) + logins_total
+    done = 0
+
+    async def counted(request: Awaitable[None]) -> None:
+        nonlocal done
+        await request
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
         track = [
-            _post(client, gate, "/users/track", {"attributes": list(chunk)}, headers=auth)
+            counted(_post(client, gate, "/users/track", {"attributes": list(chunk)}, headers=auth))
             for chunk in _chunks(identified + aliases, TRACK_BATCH)
         ]
         stats.track_requests = len(track)
         await asyncio.gather(*track)
         first_sessions = [
-            _post(
-                client,
-                gate,
-                "/sdk/data",
-                {
-                    "api_key": app_key,
-                    "device_id": r["device_id"],
-                    "attributes": _profile(r),
-                    "events": [{"name": "app_open"}],
-                },
+            counted(
+                _post(
+                    client,
+                    gate,
+                    "/sdk/data",
+                    {
+                        "api_key": app_key,
+                        "device_id": r["device_id"],
+                        "attributes": _profile(r),
+                        "events": [{"name": "app_open"}],
+                    },
+                )
             )
             for r in devices
         ]
         await asyncio.gather(*first_sessions)
         # The app later logs these users in: changeUser gives them an external id of the app's own.
         logins = [
-            _post(
-                client,
-                gate,
-                "/sdk/data",
-                {"api_key": app_key, "device_id": r["device_id"], "external_id": f"app-login-{r['customer_id']}"},
+            counted(
+                _post(
+                    client,
+                    gate,
+                    "/sdk/data",
+                    {"api_key": app_key, "device_id": r["device_id"], "external_id": f"app-login-{r['customer_id']}"},
+                )
             )
             for r in devices
             if r["profile_kind"] == "anonymous_then_identified"

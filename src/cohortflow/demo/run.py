@@ -48,6 +48,10 @@ ENV_PARTNER_KEY = "COHORTFLOW_DEMO_PARTNER_API_KEY"
 ENV_IMPORT_KEY = "COHORTFLOW_DEMO_DATA_IMPORT_KEY"
 
 Step = Callable[[str], None]
+# (what, done, total): progress of a long step (loading customers, sending the sync's changes).
+ProgressFn = Callable[[str, int, int | None], None]
+ENV_REST_API_KEY = "COHORTFLOW_DEMO_REST_API_KEY"
+ENV_APP_KEY = "COHORTFLOW_DEMO_APP_KEY"
 
 
 @dataclass
@@ -106,7 +110,31 @@ def workspace_yaml(warehouse: Path, rest_endpoint: str) -> dict[str, Any]:
     }
 
 
-def run_demo(directory: Path, customers: int, *, step: Step = lambda _msg: None) -> DemoReport:
+def _no_progress(_what: str, _done: int, _total: int | None) -> None:
+    return None
+
+
+def write_env(directory: Path, port: int, values: dict[str, str]) -> Path:
+    """``.env`` in the demo folder: the settings and keys that let ``cd DIR`` + ``cohortflow ...`` continue the setup
+    (serve the same platform on the same port, keep syncing into the same state). Mode 0600: it holds keys."""
+    settings = {
+        "COHORTFLOW_PLATFORM_DATABASE_URL": f"sqlite:///{directory / 'platform.db'}",
+        "COHORTFLOW_PLATFORM__PORT": str(port),
+        "COHORTFLOW_PLATFORM__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "COHORTFLOW_SYNC_STATE_URL": f"sqlite:///{directory / 'sync-state.db'}",
+        "COHORTFLOW_SYNC__CONFIG_PATH": str(directory / "cohortflow.yaml"),
+    }
+    path = directory / ".env"
+    lines = ["# Written by cohortflow demo: settings and keys to continue from this folder (see the README)."]
+    lines += [f"{k}={v}" for k, v in {**settings, **values}.items()]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def run_demo(
+    directory: Path, customers: int, *, step: Step = lambda _msg: None, progress: ProgressFn = _no_progress
+) -> DemoReport:
     directory = directory.resolve()
     if directory.exists():
         shutil.rmtree(directory)
@@ -132,26 +160,41 @@ def run_demo(directory: Path, customers: int, *, step: Step = lambda _msg: None)
             report.extras["workspace_id"] = ws.id
 
             step("Loading customers into the platform through /users/track and the SDK endpoint")
-            report.loaded = asyncio.run(load_customers(base_url, ws.rest_api_key.plain, ws.app_key.plain, warehouse))
+            report.loaded = asyncio.run(
+                load_customers(
+                    base_url,
+                    ws.rest_api_key.plain,
+                    ws.app_key.plain,
+                    warehouse,
+                    progress=lambda done, total: progress("requests to the platform", done, total),
+                )
+            )
 
             config_path = directory / "cohortflow.yaml"
             config_path.write_text(yaml.safe_dump(workspace_yaml(warehouse, base_url), sort_keys=False))
-            env_file = directory / "demo.env"
-            env_file.write_text(f"{ENV_PARTNER_KEY}={partner.api_key.plain}\n{ENV_IMPORT_KEY}={import_key.plain}\n")
-            env_file.chmod(0o600)
-            env = {**os.environ, ENV_PARTNER_KEY: partner.api_key.plain, ENV_IMPORT_KEY: import_key.plain}
+            keys = {
+                ENV_PARTNER_KEY: partner.api_key.plain,
+                ENV_IMPORT_KEY: import_key.plain,
+                ENV_REST_API_KEY: ws.rest_api_key.plain,
+                ENV_APP_KEY: ws.app_key.plain,
+            }
+            write_env(directory, int(base_url.rsplit(":", 1)[1]), keys)
+            env = {**os.environ, **keys}
             state_url = f"sqlite:///{directory / 'sync-state.db'}"
+
+            def sending(phase: str, done: int, total: int | None) -> None:
+                progress({"querying": "rows read", "sending": "identifiers sent"}.get(phase, phase), done, total)
 
             with load_workspace(config_path, state_url=state_url, env=env) as workspace:
                 step(f"Sync '{SYNC_NAME}': first run creates the cohort")
-                report.runs.append(_checked(run_sync(workspace, SYNC_NAME)))
+                report.runs.append(_checked(run_sync(workspace, SYNC_NAME, progress=sending)))
                 report.cohort_sizes.append(_cohort(runtime, ws.id).size)
 
                 step("Changing the warehouse: some customers spend more, some go quiet")
                 report.churn = churn(warehouse)
 
                 step(f"Sync '{SYNC_NAME}': second run sends only the changes")
-                report.runs.append(_checked(run_sync(workspace, SYNC_NAME)))
+                report.runs.append(_checked(run_sync(workspace, SYNC_NAME, progress=sending)))
                 report.cohort = _cohort(runtime, ws.id)
                 report.cohort_sizes.append(report.cohort.size)
 

@@ -6,9 +6,8 @@ Exit codes: 0 success, 1 error or failed run, 3 partial run (some identifiers fa
 from __future__ import annotations
 
 import json
-import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,10 @@ from sqlalchemy.exc import DBAPIError
 
 from cohortflow.errors import CohortflowError
 from cohortflow.settings import get_settings
-from cohortflow.sync.aio import run_blocking
-from cohortflow.sync.destinations import BrazeCohortsClient, open_client
+from cohortflow.sync import service
 from cohortflow.sync.engine import RunResult, run_sync
 from cohortflow.sync.identifiers import describe
-from cohortflow.sync.runs import PARTIAL, SUCCEEDED, RunRecord, get_run, list_runs
-from cohortflow.sync.sources import model_query
+from cohortflow.sync.runs import PARTIAL, SUCCEEDED, RunOptions, RunRecord, get_run, list_runs, request_cancel
 from cohortflow.sync.state.store import state_unavailable_message
 from cohortflow.sync.workspace import Workspace, load_workspace
 
@@ -73,22 +70,29 @@ def _workspace(ctx: click.Context) -> Workspace:
 @click.pass_context
 def sync_group(ctx: click.Context, file: Path | None, state_url: str | None) -> None:
     """Sync warehouse models into Braze Cohorts (the Hightouch side)."""
-    # One INFO line per HTTP request would drown the run's own output; the run record has the counts.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     ctx.ensure_object(dict).update(file=file, state_url=state_url)
 
 
 @sync_group.command("validate")
+@click.option("--offline", is_flag=True, help="Check the file only; do not run the models' queries.")
 @click.pass_context
-def validate(ctx: click.Context) -> None:
-    """Check the workspace file: schema, unknown keys, references, environment variables."""
+def validate(ctx: click.Context, offline: bool) -> None:
+    """Check the workspace file (schema, unknown keys, references, environment variables), then run each model's
+    query without reading rows and check its primary key and identifier columns exist."""
+    obj = ctx.ensure_object(dict)
     with _errors_to_exit(ctx):
-        ws = _workspace(ctx)
+        ws = load_workspace(obj.get("file"), state_url=obj.get("state_url"), strict_env=True)
         c = ws.config
-        click.echo(
-            f"{ws.path}: valid ({len(c.sources)} source(s), {len(c.models)} model(s), "
-            f"{len(c.destinations)} destination(s), {len(c.syncs)} sync(s))"
-        )
+        problems = [] if offline else service.check_models(ws)
+    for problem in problems:
+        click.echo(f"error: {ws.path.name}: {problem}", err=True)
+    if problems:
+        sys.exit(EXIT_FAILED)
+    checked = "" if offline else "; every model's query runs and has its columns"
+    click.echo(
+        f"{ws.path}: valid ({len(c.sources)} source(s), {len(c.models)} model(s), "
+        f"{len(c.destinations)} destination(s), {len(c.syncs)} sync(s)){checked}"
+    )
 
 
 class _RichProgress:
@@ -315,7 +319,7 @@ def sources_group() -> None:
 def sources_test(ctx: click.Context, name: str) -> None:
     """Connect to source NAME and run a trivial query."""
     with _errors_to_exit(ctx):
-        click.echo(_workspace(ctx).source(name).test())
+        click.echo(service.test_source(_workspace(ctx), name))
 
 
 @sync_group.group("models")
@@ -331,11 +335,9 @@ def models_group() -> None:
 def models_preview(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
     """The first rows of model NAME."""
     with _errors_to_exit(ctx):
-        ws = _workspace(ctx)
-        model = ws.model(name)
-        rows = ws.source(model.source).preview(model_query(model), limit)
+        rows = service.preview_model(_workspace(ctx), name, limit)
     if as_json:
-        _dump(rows.to_pylist())
+        _dump(service.rows_of(rows))
         return
     table = Table(*rows.column_names)
     for row in rows.to_pylist():
@@ -348,25 +350,13 @@ def destinations_group() -> None:
     """Destinations (Braze Cohorts, or /users/track)."""
 
 
-def _with_client(ctx: click.Context, name: str, fn: Callable[[Any], Any]) -> Any:
-    client = open_client(_workspace(ctx).destination(name))
-
-    async def go() -> Any:
-        try:
-            return await fn(client)
-        finally:
-            await client.aclose()
-
-    return run_blocking(go())
-
-
 @destinations_group.command("test")
 @click.argument("name")
 @click.pass_context
 def destinations_test(ctx: click.Context, name: str) -> None:
     """Prove destination NAME's keys (an empty change list changes nothing)."""
     with _errors_to_exit(ctx):
-        click.echo(_with_client(ctx, name, lambda c: c.test()))
+        click.echo(service.test_destination(_workspace(ctx), name))
 
 
 @destinations_group.command("cohorts")
@@ -376,13 +366,8 @@ def destinations_test(ctx: click.Context, name: str) -> None:
 def destinations_cohorts(ctx: click.Context, name: str, as_json: bool) -> None:
     """Cohorts that destination NAME offers for ``mode: existing`` (our platform's cohort-list extension)."""
 
-    async def listing(client: Any) -> Any:
-        if not isinstance(client, BrazeCohortsClient):
-            return None
-        return await client.list_cohorts()
-
     with _errors_to_exit(ctx):
-        cohorts = _with_client(ctx, name, listing)
+        cohorts = service.destination_cohorts(_workspace(ctx), name)
     if cohorts is None:
         click.echo("this destination does not offer a cohort list; name the cohort id in the sync", err=True)
         sys.exit(EXIT_FAILED)
@@ -393,3 +378,185 @@ def destinations_cohorts(ctx: click.Context, name: str, as_json: bool) -> None:
     for c in cohorts:
         table.add_row(c.cohort_id, c.name, str(c.size))
     Console().print(table)
+
+
+@sync_group.command("trigger")
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Query and plan only.")
+@click.option("--full-resync", is_flag=True, help="Re-send every member.")
+@click.option("--reconcile", is_flag=True, help="Read the cohort back and repair drift both ways.")
+@click.option("--retry-rejected", is_flag=True, help="Send quarantined identifiers again.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def trigger(
+    ctx: click.Context,
+    name: str,
+    dry_run: bool,
+    full_resync: bool,
+    reconcile: bool,
+    retry_rejected: bool,
+    as_json: bool,
+) -> None:
+    """Queue a run of sync NAME for `cohortflow sync serve` and print its id (it runs there, not here)."""
+    with _errors_to_exit(ctx):
+        options = RunOptions(dry_run, full_resync, reconcile, retry_rejected)
+        run_id, created = service.trigger_run(_workspace(ctx), name, options, "cli")
+    if as_json:
+        _dump({"id": run_id, "queued": created})
+    else:
+        click.echo(run_id if created else f"{run_id} (an identical run was already queued)")
+
+
+@sync_group.command("cancel")
+@click.argument("run_id")
+@click.pass_context
+def cancel(ctx: click.Context, run_id: str) -> None:
+    """Cancel a run: a queued one at once; a running one stops after its batches in flight."""
+    with _errors_to_exit(ctx):
+        record = request_cancel(_workspace(ctx).store, run_id)
+    if record.status == "cancelled":
+        click.echo(f"run {run_id}: cancelled")
+    else:
+        click.echo(f"run {run_id}: cancel requested; it stops after the batches in flight")
+
+
+@sync_group.command("serve")
+@click.option("--host", default=None, help="Listen address (default: COHORTFLOW_SYNC__HOST, 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default: COHORTFLOW_SYNC__PORT, 8490).")
+@click.option("--access-log/--no-access-log", default=False, help="One log line per HTTP request.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, access_log: bool) -> None:
+    """Schedule and run syncs, and serve the REST API and the web app."""
+    import uvicorn
+
+    from cohortflow.sync.server import create_service_app
+    from cohortflow.sync.workspace import LiveWorkspace
+
+    settings = get_settings().sync
+    obj = ctx.ensure_object(dict)
+    with _errors_to_exit(ctx):
+        live = LiveWorkspace(obj.get("file"), state_url=obj.get("state_url"))
+        live.current()  # an invalid workspace file stops the service before it starts
+    app = create_service_app(live, settings)
+    host = host or settings.host
+    port = port or settings.port
+    click.echo(f"cohortflow sync service on http://{host}:{port} (workspace {live.path})", err=True)
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")
+
+
+@sync_group.group("token")
+def token_group() -> None:
+    """Bearer tokens of the REST API (stored hashed; shown once)."""
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.pass_context
+def token_create(ctx: click.Context, name: str) -> None:
+    """A new API token named NAME (what it is for); printed once."""
+    from cohortflow.sync.tokens import create_token
+
+    with _errors_to_exit(ctx):
+        info, plain = create_token(_workspace(ctx).store, name)
+    click.echo(plain)
+    click.echo(f"token {info.id} ({info.name}): shown once, store it now; send it as 'Authorization: Bearer <token>'",
+               err=True)
+
+
+@token_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def token_list(ctx: click.Context, as_json: bool) -> None:
+    """API tokens, masked, with last use and state."""
+    from cohortflow.sync.tokens import list_tokens
+
+    with _errors_to_exit(ctx):
+        tokens = list_tokens(_workspace(ctx).store)
+    rows = [
+        {
+            "id": t.id,
+            "name": t.name,
+            "token": t.masked,
+            "created_at": t.created_at,
+            "last_used_at": t.last_used_at,
+            "state": "active" if t.active else "revoked",
+        }
+        for t in tokens
+    ]
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("id", "name", "token", "created", "last used", "state")
+    for r in rows:
+        table.add_row(*(str(r[k] or "never") for k in ("id", "name", "token", "created_at", "last_used_at", "state")))
+    Console().print(table)
+
+
+@token_group.command("revoke")
+@click.argument("token")
+@click.pass_context
+def token_revoke(ctx: click.Context, token: str) -> None:
+    """Revoke TOKEN (its id or its masked prefix): 401 from the next request."""
+    from cohortflow.sync.tokens import revoke_token
+
+    with _errors_to_exit(ctx):
+        info = revoke_token(_workspace(ctx).store, token)
+    click.echo(f"token {info.id} ({info.name}) revoked")
+
+
+@sync_group.group("user")
+def user_group() -> None:
+    """Users of the web app (admin: configures; operator: runs and watches)."""
+
+
+def _password(password_stdin: bool) -> tuple[str, bool]:
+    from cohortflow.sync.web_users import generate_password
+
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n"), False
+    return generate_password(), True
+
+
+@user_group.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["admin", "operator"]), default="admin", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of generating one.")
+@click.pass_context
+def user_create(ctx: click.Context, email: str, role: str, password_stdin: bool) -> None:
+    """A web app user; a generated password is printed once."""
+    from cohortflow.sync.web_users import create_user
+
+    password, generated = _password(password_stdin)
+    with _errors_to_exit(ctx):
+        user = create_user(_workspace(ctx).store, email, role, password)
+    click.echo(f"web app user {user.email} ({user.role.value}) created")
+    if generated:
+        click.echo(f"password (shown once): {password}")
+
+
+@user_group.command("list")
+@click.pass_context
+def user_list(ctx: click.Context) -> None:
+    """Web app users and their last sign-in."""
+    from cohortflow.sync.web_users import list_users
+
+    with _errors_to_exit(ctx):
+        users = list_users(_workspace(ctx).store)
+    for u in users:
+        click.echo(f"{u.email}  {u.role.value}  last sign-in {u.last_login_at or 'never'}")
+
+
+@user_group.command("reset-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin instead of generating one.")
+@click.pass_context
+def user_reset_password(ctx: click.Context, email: str, password_stdin: bool) -> None:
+    """A new password for EMAIL; its sessions end."""
+    from cohortflow.sync.web_users import set_password
+
+    password, generated = _password(password_stdin)
+    with _errors_to_exit(ctx):
+        set_password(_workspace(ctx).store, email, password)
+    click.echo(f"password of {email} reset; its sessions ended")
+    if generated:
+        click.echo(f"password (shown once): {password}")

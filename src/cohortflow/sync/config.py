@@ -12,8 +12,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from cohortflow.sync.audiences.config import AudienceConfig, AudienceRef, ParentConfig, PriorityListConfig
@@ -180,6 +182,86 @@ class ExistingCohort(_Strict):
 CohortConfig = Annotated[CreateCohort | ExistingCohort, Field(discriminator="mode")]
 
 
+# ---------------------------------------------------------------- alerts
+
+
+class WebhookChannel(_Strict):
+    """An HTTP POST with a Slack-compatible body (a Slack incoming webhook URL works as it is)."""
+
+    type: Literal["webhook"]
+    url: SecretStr = Field(description="Secret: incoming webhook URLs carry their token (use ${VAR}).")
+
+
+class EmailChannel(_Strict):
+    """An e-mail over SMTP (COHORTFLOW_SYNC__SMTP_* settings)."""
+
+    type: Literal["email"]
+    to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(min_length=1)
+
+
+AlertChannel = Annotated[WebhookChannel | EmailChannel, Field(discriminator="type")]
+
+
+class AlertRules(_Strict):
+    """When to alert; a sync's ``alerts:`` overrides, key by key, the workspace's ``alerts:`` (null turns one off)."""
+
+    failed: bool | None = Field(default=None, description="A run failed (default true).")
+    rejected_rows_percent: float | None = Field(
+        default=None, ge=0, le=100, description="Rejected rows above this percentage of the model's rows."
+    )
+    no_success_hours: float | None = Field(default=None, gt=0, description="No successful run for this many hours.")
+    recovery: bool | None = Field(default=None, description="Say so when an incident is over (default true).")
+    notify: list[str] | None = Field(default=None, description="Channel names; an empty list silences the sync.")
+
+
+class AlertsConfig(AlertRules):
+    """The workspace's alert channels and default rules."""
+
+    channels: dict[str, AlertChannel] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- schedules
+
+
+class ManualSchedule(_Strict):
+    """Runs only when asked (CLI, API, web app)."""
+
+    type: Literal["manual"]
+
+
+class IntervalSchedule(_Strict):
+    type: Literal["interval"]
+    minutes: float = Field(gt=0, description="Every this many minutes (fractions allowed: 0.5 is 30 seconds).")
+
+
+class CronSchedule(_Strict):
+    type: Literal["cron"]
+    expression: str = Field(description="Five-field cron expression, e.g. '0 6 * * 1-5'.")
+    timezone: str = Field(default="UTC", description="IANA time zone the expression is read in.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> CronSchedule:
+        if len(self.expression.split()) != 5 or not croniter.is_valid(self.expression):
+            raise ValueError(f"{self.expression!r} is not a five-field cron expression (e.g. '0 6 * * 1-5')")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r} (an IANA name such as Europe/Paris)") from exc
+        return self
+
+
+class AfterSchedule(_Strict):
+    """Runs each time another sync's run succeeds (a sequence)."""
+
+    type: Literal["after"]
+    sync: str
+
+
+ScheduleConfig = Annotated[
+    ManualSchedule | IntervalSchedule | CronSchedule | AfterSchedule, Field(discriminator="type")
+]
+
+
 class SyncConfig(_Strict):
     model: str | None = None
     audience: AudienceRef | None = Field(default=None, description="Sync an audience instead of a model.")
@@ -196,6 +278,9 @@ class SyncConfig(_Strict):
         le=1000,
         description="Runs in which the destination rejects an identifier before it is quarantined (not sent).",
     )
+    schedule: ScheduleConfig = Field(default_factory=lambda: ManualSchedule(type="manual"))
+    enabled: bool = Field(default=True, description="A disabled sync is never scheduled and cannot be triggered.")
+    alerts: AlertRules | None = None
 
     @model_validator(mode="after")
     def _model_or_audience(self) -> SyncConfig:
@@ -214,10 +299,19 @@ class WorkspaceConfig(_Strict):
     parents: dict[str, ParentConfig] = Field(default_factory=dict)
     audiences: dict[str, AudienceConfig] = Field(default_factory=dict)
     priority_lists: dict[str, PriorityListConfig] = Field(default_factory=dict)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     @model_validator(mode="after")
     def _references(self) -> WorkspaceConfig:
         problems: list[tuple[tuple[str, ...], str]] = []
+        channels = self.alerts.channels
+        for where, rules in [(("alerts",), self.alerts)] + [
+            (("syncs", n, "alerts"), s.alerts) for n, s in self.syncs.items() if s.alerts is not None
+        ]:
+            for channel in (rules.notify if rules is not None else None) or []:
+                if channel not in channels:
+                    known = ", ".join(sorted(channels)) or "none declared under alerts.channels"
+                    problems.append(((*where, "notify"), f"unknown alert channel {channel!r} ({known})"))
         for name, model in self.models.items():
             if model.source not in self.sources:
                 problems.append((("models", name, "source"), f"unknown source {model.source!r}"))
@@ -243,10 +337,27 @@ class WorkspaceConfig(_Strict):
                     )
                 if all(c.device_id is not None for c in sync.identifier.choices()):
                     problems.append((("syncs", name, "identifier"), "/users/track cannot address users by device id"))
+            if isinstance(sync.schedule, AfterSchedule):
+                if sync.schedule.sync not in self.syncs:
+                    problems.append((("syncs", name, "schedule", "sync"), f"unknown sync {sync.schedule.sync!r}"))
+                elif _after_cycle(self.syncs, name):
+                    problems.append((("syncs", name, "schedule", "sync"), "'after' schedules form a cycle"))
         problems.extend(audience_problems(self))
         if problems:
             raise _ReferenceErrors(problems)
         return self
+
+
+def _after_cycle(syncs: Mapping[str, SyncConfig], start: str) -> bool:
+    """Whether following ``after`` schedules from ``start`` comes back to it (a sequence that never ends)."""
+    seen = {start}
+    current = syncs[start].schedule
+    while isinstance(current, AfterSchedule) and current.sync in syncs:
+        if current.sync in seen:
+            return current.sync == start
+        seen.add(current.sync)
+        current = syncs[current.sync].schedule
+    return False
 
 
 class _ReferenceErrors(ValueError):
@@ -278,7 +389,7 @@ def _interpolate(value: Any, path: tuple[str, ...], env: Mapping[str, str], miss
             name = match.group(1)
             if name not in env:
                 missing.append((*path, f"${{{name}}}"))
-                return ""
+                return match.group(0)  # left as written: a deferred check reports it where it is used
             return env[name]
 
         return _ENV_REF.sub(sub, value)
@@ -313,8 +424,19 @@ def _unbuildable_line(root: yaml.Node | None) -> int:
     return 1
 
 
-def parse_workspace(text: str, file: str, env: Mapping[str, str] | None = None) -> WorkspaceConfig:
-    """Validate a workspace file's text; ``file`` only names it in errors."""
+def parse_workspace(
+    text: str,
+    file: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    deferred: dict[tuple[str, ...], str] | None = None,
+) -> WorkspaceConfig:
+    """Validate a workspace file's text; ``file`` only names it in errors.
+
+    A ``${VAR}`` the environment lacks is an error, unless ``deferred`` is given: then the reference stays as
+    written and ``deferred`` maps its dotted location to the error, for the code that uses that value to raise
+    (so commands that never touch a destination's keys do not need them).
+    """
     env = os.environ if env is None else env
     try:
         loader = yaml.SafeLoader(text)
@@ -339,11 +461,14 @@ def parse_workspace(text: str, file: str, env: Mapping[str, str] | None = None) 
     missing: list[tuple[str, ...]] = []
     data = _interpolate(data, (), env, missing)
     if missing:
-        msgs = [
-            f"{file}:{_line_for(lines, loc[:-1])}: {'.'.join(loc[:-1])}: environment variable {loc[-1]} is not set"
+        unset = {
+            loc[:-1]: f"{file}:{_line_for(lines, loc[:-1])}: {'.'.join(loc[:-1])}: "
+            f"environment variable {loc[-1]} is not set"
             for loc in missing
-        ]
-        raise ConfigError("\n".join(msgs))
+        }
+        if deferred is None:
+            raise ConfigError("\n".join(unset.values()))
+        deferred.update(unset)
     try:
         return WorkspaceConfig.model_validate(data)
     except ValidationError as exc:
@@ -375,15 +500,32 @@ def _file_loc(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> tuple[
 
 
 _UNION_TAGS = frozenset(
-    {"duckdb", "sqlite", "postgres", "sqlalchemy", "braze_cohorts", "braze_users_track", "create", "existing"}
+    {
+        "duckdb",
+        "sqlite",
+        "postgres",
+        "sqlalchemy",
+        "braze_cohorts",
+        "braze_users_track",
+        "create",
+        "existing",
+        "manual",
+        "interval",
+        "cron",
+        "after",
+        "webhook",
+        "email",
+    }
     | set(FILTER_TYPES)
 )
 
 
-def load_workspace_config(path: Path | str, env: Mapping[str, str] | None = None) -> WorkspaceConfig:
+def load_workspace_config(
+    path: Path | str, env: Mapping[str, str] | None = None, *, deferred: dict[tuple[str, ...], str] | None = None
+) -> WorkspaceConfig:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the workspace file: {exc.strerror or exc}") from exc
-    return parse_workspace(text, str(path), env)
+    return parse_workspace(text, str(path), env, deferred=deferred)

@@ -20,11 +20,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiolimiter import AsyncLimiter
+from sqlalchemy import Connection
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -34,6 +36,7 @@ from tenacity import (
 )
 
 from cohortflow.sync.config import RetryConfig
+from cohortflow.sync.debugger import RequestRecorder, current_attempt, save_samples
 from cohortflow.sync.destinations.base import BatchOutcome, SyncDestination
 from cohortflow.sync.errors import DestinationBadAnswer, DestinationRejected, DestinationUnavailable
 from cohortflow.sync.identifiers import describe
@@ -135,6 +138,8 @@ class Delivery:
         base_counts: dict[str, Any],
         progress: Progress | None = None,
         quarantine_after: int = 3,
+        cancel: threading.Event | None = None,
+        recorder: RequestRecorder | None = None,
     ) -> None:
         self.destination = destination
         self.store = store
@@ -154,6 +159,10 @@ class Delivery:
         # After a batch exhausts its retries the destination is likely down: finish what is in flight and
         # leave the rest of the plan to the next run instead of grinding through every batch's retries.
         self._gave_up = False
+        # Set from another thread when the run is cancelled: checked between batches, exactly like giving up
+        # (the batches in flight finish and are recorded; the rest is left for the next run).
+        self._cancel = cancel
+        self.recorder = recorder
         self._not_attempted = 0
         # A SQLite commit is a few milliseconds of local work: done on the event loop's thread it costs about
         # a third less CPU than handing it to a worker thread (no hand-off, no GIL ping-pong), which is what
@@ -183,6 +192,19 @@ class Delivery:
 
     def _before_sleep(self, _state: RetryCallState) -> None:
         self.totals.retried_requests += 1
+        # A retry may wait long (backoff, Retry-After): show the failed attempts in the debugger now.
+        self.flush_samples()
+
+    def flush_samples(self) -> None:
+        if self.recorder is not None:
+            samples = self.recorder.drain()
+            if samples:
+                with self.store.transaction() as conn:
+                    save_samples(conn, self.run_id, samples)
+
+    def _samples(self, conn: Connection) -> None:
+        if self.recorder is not None:
+            save_samples(conn, self.run_id, self.recorder.drain())
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """``fn()`` under the rate limit, retried like a batch; a final transient failure is raised."""
@@ -196,6 +218,7 @@ class Delivery:
             with attempt:
                 async with self.limiter:
                     self.totals.requests += 1
+                    current_attempt.set(attempt.retry_state.attempt_number)
                     return await fn()
         raise AssertionError("unreachable: tenacity reraises the last error")
 
@@ -237,6 +260,7 @@ class Delivery:
                 self.store.close_batch(conn, batch_id)
             update_run(conn, self.run_id, counts=self._counts(), errors=totals.errors)
             heartbeat(conn, self.sync_name, self.run_id, self.store.clock())
+            self._samples(conn)
 
     def _close(self, batch_id: str) -> None:
         with self.store.transaction() as conn:
@@ -251,6 +275,7 @@ class Delivery:
             if runs >= self.quarantine_after:
                 totals.newly_quarantined += len(ids)
             update_run(conn, self.run_id, counts=self._counts(), errors=totals.errors)
+            self._samples(conn)
 
     def _uncertain(self, op: str, ids: Sequence[Identity], batch_id: str, reason: str) -> None:
         totals = self.totals
@@ -262,6 +287,7 @@ class Delivery:
         with self.store.transaction() as conn:
             self.store.fail_batch(conn, batch_id, reason)
             update_run(conn, self.run_id, counts=self._counts(), errors=totals.errors)
+            self._samples(conn)
 
     # ------------------------------------------------------------ batches
 
@@ -322,11 +348,16 @@ class Delivery:
             if task is not current:
                 task.cancel()
 
+    def _stopping(self) -> bool:
+        return self._gave_up or (self._cancel is not None and self._cancel.is_set())
+
     async def _phase(self, plan: Plan, op: str) -> None:
         slots = asyncio.Semaphore(self.concurrency)
         try:
             for batch in plan.batches(op, self.destination.batch_size):
                 await slots.acquire()
+                if self._cancel is not None and self._cancel.is_set():
+                    self._gave_up = True
                 if self._fatal is not None or self._gave_up:
                     slots.release()
                     if self._gave_up and self._fatal is None:
@@ -348,7 +379,7 @@ class Delivery:
         self._total = plan.counts.adds + plan.counts.removes
         self._may_have_failed = {ADD: plan.has_rejections, REMOVE: plan.has_rejections}
         await self._phase(plan, REMOVE)
-        if self.totals.failed_removes or self._gave_up:
+        if self.totals.failed_removes or self._stopping():
             # Adds after an undelivered remove could be undone by it later; the next run sends both in order.
             self.totals.not_attempted = self._not_attempted + plan.counts.adds
             return self.totals

@@ -9,6 +9,7 @@ This is the public entry point (the CLI, a scheduler or an API call :func:`run_s
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,13 +19,16 @@ import duckdb
 import pyarrow as pa
 import structlog
 
+from cohortflow.settings import get_settings
 from cohortflow.sync.aio import run_blocking
+from cohortflow.sync.debugger import RequestRecorder, save_samples
 from cohortflow.sync.delivery import Delivery, DeliveryTotals
 from cohortflow.sync.destinations import bind_sync
 from cohortflow.sync.destinations.base import SyncDestination
-from cohortflow.sync.errors import ModelError, SyncError
+from cohortflow.sync.errors import ModelError, RunCancelled, SyncError
 from cohortflow.sync.planner import ADD, MEMBER_IDENTITY_SCHEMA, REMOVE, Plan, build_plan
 from cohortflow.sync.runs import (
+    CANCELLED,
     FAILED,
     PARTIAL,
     PLANNING,
@@ -32,6 +36,7 @@ from cohortflow.sync.runs import (
     SUCCEEDED,
     Heartbeat,
     acquire_lock,
+    cancel_requested,
     create_run,
     finish_run,
     get_run,
@@ -113,6 +118,9 @@ def run_sync(
     reconcile: bool = False,
     retry_rejected: bool = False,
     progress: Progress | None = None,
+    run_id: str | None = None,
+    cancel: threading.Event | None = None,
+    trigger: str | None = "cli",
 ) -> RunResult:
     """Run sync ``name`` once and return its record.
 
@@ -120,24 +128,46 @@ def run_sync(
     ``reconcile`` reads the cohort's real membership from the destination (a cohortflow platform) and repairs
     drift both ways; ``retry_rejected`` sends quarantined identifiers again.
 
+    ``run_id`` names a run record that already exists and, unless a dry run, already holds the sync's lock
+    (``sync serve`` claims a queued run that way); without it a record is created and the lock taken here.
+    Setting ``cancel`` (or a cancel request in the state database, from any process) stops the run after the
+    batches in flight: it ends ``cancelled`` with exactly what was confirmed recorded.
+
     Errors during the run end it as ``failed`` in the result (``result.error`` holds the exception); an
     unknown name raises :class:`UnknownObject`, and a lock held by a live run raises :class:`SyncLocked`
     (the attempt is recorded as a failed run). Non-cohortflow exceptions (bugs) are recorded and re-raised.
     """
-    sync = workspace.sync(name)
-    model = workspace.sync_model(name)
-    source = workspace.source(model.source)
-    dest_config = workspace.destination(sync.destination)
     store = workspace.store
-    destination = bind_sync(dest_config, name, sync)
-
-    run_id = create_run(store, name, dry_run=dry_run, full_resync=full_resync)
-    if not dry_run:
-        try:
-            acquire_lock(store, name, run_id)
-        except SyncError as exc:
+    try:
+        sync = workspace.sync(name)
+        model = workspace.sync_model(name)
+        source = workspace.source(model.source)
+        dest_config = workspace.destination(sync.destination)
+        recorder = RequestRecorder(get_settings().sync.debugger_samples_per_run, store.clock)
+        destination = bind_sync(dest_config, name, sync, recorder=recorder)
+    except SyncError as exc:
+        if run_id is not None:  # a claimed run: its record and lock exist, close them
             finish_run(store, run_id, FAILED, message=exc.message)
-            raise
+            release_lock(store, name, run_id)
+        raise
+
+    if run_id is None:
+        run_id = create_run(
+            store,
+            name,
+            dry_run=dry_run,
+            full_resync=full_resync,
+            reconcile=reconcile,
+            retry_rejected=retry_rejected,
+            trigger=trigger,
+        )
+        if not dry_run:
+            try:
+                acquire_lock(store, name, run_id)
+            except SyncError as exc:
+                finish_run(store, run_id, FAILED, message=exc.message)
+                run_blocking(destination.aclose())
+                raise
     result = RunResult(
         run_id=run_id,
         sync=name,
@@ -151,11 +181,19 @@ def run_sync(
     phases.enter("querying")
     counts: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
-    heartbeat = Heartbeat(store, name, run_id) if not dry_run else None
+    heartbeat = Heartbeat(store, name, run_id, locked=not dry_run, cancel=cancel)
+    stop = heartbeat.cancel
     closed = False
+
+    def check_cancel() -> None:
+        if stop.is_set():
+            raise RunCancelled("cancelled before anything was sent; nothing changed at the destination")
+
     try:
-        if heartbeat is not None:
-            heartbeat.__enter__()
+        heartbeat.__enter__()
+        if cancel_requested(store, run_id):
+            stop.set()
+        check_cancel()
 
         def planning() -> None:
             phases.enter("planning")
@@ -168,7 +206,10 @@ def run_sync(
         if reconcile:
             # The export runs in an event loop of its own and closes its client: delivery gets a new one.
             actual = run_blocking(_export(destination))
-            destination = bind_sync(dest_config, name, sync)
+            with store.transaction() as conn:
+                save_samples(conn, run_id, recorder.drain())
+            destination = bind_sync(dest_config, name, sync, recorder=recorder)
+            check_cancel()
         if not dry_run:
             store.compact_uncertain(name, run_id)
         with build_plan(
@@ -192,6 +233,7 @@ def run_sync(
                 phases.enter(None)
                 result.status = SUCCEEDED
             else:
+                check_cancel()
                 phases.enter("sending")
                 with store.transaction() as conn:
                     plan.uncertain_batch_ids += store.bind_target(conn, name, destination.target, run_id)
@@ -202,7 +244,18 @@ def run_sync(
                     update_run(conn, run_id, status=SENDING, phases=phases.times, counts=counts, errors=errors)
                 closed = True  # _send closes the client inside its own event loop
                 totals = run_blocking(
-                    _send(workspace, name, run_id, destination, plan, counts, full_resync or reconcile, progress)
+                    _send(
+                        workspace,
+                        name,
+                        run_id,
+                        destination,
+                        plan,
+                        counts,
+                        full_resync or reconcile,
+                        progress,
+                        stop,
+                        recorder,
+                    )
                 )
                 counts = {**counts, **totals.as_dict()}
                 errors = errors + totals.errors
@@ -218,7 +271,13 @@ def run_sync(
                         store.drop_batches(conn, plan.uncertain_batch_ids)
                     if plan.counts.adds or plan.counts.removes or stale or reconcile:
                         _save_snapshot(plan, store, name, run_id)
-                if not delivered_all:
+                if stop.is_set() and totals.not_attempted:
+                    result.status = CANCELLED
+                    result.message = (
+                        f"cancelled: stopped after the batches in flight; {totals.not_attempted} identifier(s) "
+                        "not attempted (the next run sends them)"
+                    )
+                elif not delivered_all:
                     result.message = (
                         f"{totals.failed_adds + totals.failed_removes} identifier(s) failed, "
                         f"{rejected} rejected, {totals.not_attempted} not attempted; the next run retries them"
@@ -228,6 +287,9 @@ def run_sync(
                         f"{totals.newly_quarantined + plan.counts.quarantined} identifier(s) quarantined after "
                         f"repeated rejections (cohortflow sync rejected {name}; --retry-rejected sends them again)"
                     )
+    except RunCancelled as exc:
+        phases.enter(None)
+        result.status, result.message = CANCELLED, exc.message
     except SyncError as exc:
         phases.enter(None)
         result.status, result.message, result.error = FAILED, exc.message, exc
@@ -240,13 +302,13 @@ def run_sync(
             release_lock(store, name, run_id)
         raise
     finally:
-        if heartbeat is not None:
-            heartbeat.__exit__(None, None, None)
+        heartbeat.__exit__(None, None, None)
         if not closed:
             run_blocking(destination.aclose())
-    if result.status == FAILED and not dry_run:
-        # The counts written per batch are the truth for what was delivered before the failure.
-        counts = {**counts, **get_run(store, run_id).counts}
+    if result.status in (FAILED, CANCELLED) and not dry_run:
+        # The counts written per batch are the truth for what was delivered before a failure; a run that stopped
+        # on a cancel has its final totals in ``counts`` already (including what it did not attempt).
+        counts = {**get_run(store, run_id).counts, **counts}
     result.counts, result.phases, result.errors = counts, phases.times, errors
     finish_run(store, run_id, result.status, phases=phases.times, counts=counts, errors=errors, message=result.message)
     if not dry_run:
@@ -300,7 +362,10 @@ async def _send(
     counts: dict[str, Any],
     full_resync: bool,
     progress: Progress | None,
+    cancel: threading.Event | None = None,
+    recorder: RequestRecorder | None = None,
 ) -> DeliveryTotals:
+    delivery: Delivery | None = None
     try:
         store = workspace.store
         state = store.get(name)
@@ -316,6 +381,8 @@ async def _send(
             base_counts=counts,
             progress=progress,
             quarantine_after=workspace.sync(name).quarantine_after_runs,
+            cancel=cancel,
+            recorder=recorder,
         )
         has_changes = plan.counts.adds > 0 or plan.counts.removes > 0
         cohort_name = destination.cohort_name
@@ -329,3 +396,5 @@ async def _send(
         return await delivery.deliver(plan)
     finally:
         await destination.aclose()
+        if delivery is not None:
+            delivery.flush_samples()

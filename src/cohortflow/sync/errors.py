@@ -39,6 +39,30 @@ class SyncLocked(SyncError, TerminalError):
     """Another run of the same sync holds the lock."""
 
 
+class InvalidInput(SyncError, TerminalError):
+    """A request (API body, web form, CLI option) that cannot be carried out as given; nothing was changed."""
+
+
+class SyncDisabled(SyncError, TerminalError):
+    """The sync is disabled (``enabled: false``): it is not scheduled and cannot be triggered."""
+
+
+class Unauthenticated(SyncError, TerminalError):
+    """No valid API token (or session) came with the request."""
+
+
+class Forbidden(SyncError, TerminalError):
+    """The caller is known but its role does not allow this."""
+
+
+class RunFinished(SyncError, TerminalError):
+    """The run already ended, so it cannot be cancelled."""
+
+
+class RunCancelled(SyncError, TerminalError):
+    """Raised inside a run that was asked to stop; the run ends ``cancelled``, keeping what was confirmed."""
+
+
 class DestinationError(SyncError):
     """Root of errors talking to the destination."""
 

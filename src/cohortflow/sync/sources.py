@@ -164,7 +164,7 @@ class Source:
         return f"source {self.name!r} ({self.describe()}) answers"
 
     def preview(self, query: str, limit: int = 10) -> pa.Table:
-        with self.stream(f"SELECT * FROM ({query}) AS model LIMIT {int(limit)}", batch_rows=limit) as reader:
+        with self.stream(f"SELECT * FROM ({query}) AS model LIMIT {int(limit)}", batch_rows=max(1, limit)) as reader:
             return reader.read_all()
 
 

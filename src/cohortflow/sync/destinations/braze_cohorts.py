@@ -14,8 +14,9 @@ import httpx
 from cohortflow.clock import utcnow
 from cohortflow.redact import redact_url
 from cohortflow.sync.config import BrazeCohortsDestination, CreateCohort, SyncConfig
+from cohortflow.sync.debugger import RequestRecorder
 from cohortflow.sync.destinations.base import BatchOutcome
-from cohortflow.sync.destinations.http import post_json
+from cohortflow.sync.destinations.http import post_json, recorded
 from cohortflow.sync.errors import DestinationBadAnswer, DestinationRejected, ReconcileUnsupported
 from cohortflow.sync.identifiers import cohort_change
 from cohortflow.sync.state import Identity
@@ -40,15 +41,19 @@ def derived_cohort_id(sync_name: str) -> str:
 class BrazeCohortsClient:
     """The partner cohort import API of one destination (endpoint, partner and keys)."""
 
-    def __init__(self, config: BrazeCohortsDestination, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: BrazeCohortsDestination,
+        transport: httpx.AsyncBaseTransport | None = None,
+        recorder: RequestRecorder | None = None,
+    ) -> None:
         self.config = config
         self.base_url = config.rest_endpoint.rstrip("/")
         self._prefix = f"/partners/{config.partner}"
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=config.timeout_seconds,
-            transport=transport,
-            limits=httpx.Limits(max_connections=config.concurrency + 2),
+            transport=recorded(transport, config.concurrency + 2, recorder),
         )
 
     def _creds(self) -> dict[str, str]:

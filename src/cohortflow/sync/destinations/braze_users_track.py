@@ -15,8 +15,9 @@ import httpx
 
 from cohortflow.redact import redact_url
 from cohortflow.sync.config import BrazeUsersTrackDestination, SyncConfig
+from cohortflow.sync.debugger import RequestRecorder
 from cohortflow.sync.destinations.base import BatchOutcome
-from cohortflow.sync.destinations.http import post_json
+from cohortflow.sync.destinations.http import post_json, recorded
 from cohortflow.sync.errors import ReconcileUnsupported
 from cohortflow.sync.identifiers import ALIAS, DEVICE_ID, EXTERNAL_ID
 from cohortflow.sync.state import Identity
@@ -26,15 +27,19 @@ MAX_OBJECTS_PER_REQUEST = 75
 
 
 class BrazeUsersTrackClient:
-    def __init__(self, config: BrazeUsersTrackDestination, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: BrazeUsersTrackDestination,
+        transport: httpx.AsyncBaseTransport | None = None,
+        recorder: RequestRecorder | None = None,
+    ) -> None:
         self.config = config
         self.base_url = config.rest_endpoint.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=config.timeout_seconds,
-            transport=transport,
+            transport=recorded(transport, config.concurrency + 2, recorder),
             headers={"authorization": f"Bearer {config.rest_api_key.get_secret_value()}"},
-            limits=httpx.Limits(max_connections=config.concurrency + 2),
         )
 
     async def track(self, attribute: str, ids: Sequence[Identity], *, remove: bool) -> BatchOutcome:

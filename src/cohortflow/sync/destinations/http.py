@@ -10,6 +10,7 @@ import httpx
 import orjson
 
 from cohortflow.redact import redact_url
+from cohortflow.sync.debugger import RecordingTransport, RequestRecorder
 from cohortflow.sync.errors import (
     DestinationAuthError,
     DestinationBadAnswer,
@@ -92,7 +93,17 @@ async def post_json(
             url, content=orjson.dumps(body), headers={"content-type": "application/json", **(headers or {})}
         )
     except httpx.TimeoutException as exc:
-        raise DestinationUnavailable(f"{what}: timed out ({type(exc).__name__})") from exc
+        where = redact_url(str(client.base_url).rstrip("/") + url)
+        raise DestinationUnavailable(f"{what}: POST {where} timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
-        raise DestinationUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        where = redact_url(str(client.base_url).rstrip("/") + url)
+        raise DestinationUnavailable(f"{what}: cannot reach POST {where}: {type(exc).__name__}: {exc}") from exc
     return check(response, what)
+
+
+def recorded(
+    transport: httpx.AsyncBaseTransport | None, max_connections: int, recorder: RequestRecorder | None
+) -> httpx.AsyncBaseTransport:
+    """The client's transport (a pooled one unless given), wrapped to feed the request debugger when asked."""
+    inner = transport or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=max_connections))
+    return RecordingTransport(inner, recorder) if recorder is not None else inner

@@ -1,0 +1,168 @@
+"""``/api/v1``: routes parse, authenticate and call :mod:`cohortflow.sync.service`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cohortflow.sync import service
+from cohortflow.sync.api.schemas import (
+    Destination,
+    Listing,
+    Model,
+    Preview,
+    Source,
+    Sync,
+    SyncRun,
+    TestResult,
+    TriggerBody,
+    TriggerBySlugBody,
+    Triggered,
+)
+from cohortflow.sync.errors import InvalidInput
+from cohortflow.sync.runs import RunOptions
+from cohortflow.sync.tokens import TokenInfo, authenticate
+from cohortflow.sync.workspace import LiveWorkspace, Workspace
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `cohortflow sync token create NAME`.")
+
+
+def _live(request: Request) -> LiveWorkspace:
+    live: LiveWorkspace = request.app.state.live
+    return live
+
+
+def token(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> TokenInfo:
+    return authenticate(_live(request).store, credentials.credentials if credentials else None)
+
+
+def workspace(request: Request, _token: Annotated[TokenInfo, Depends(token)]) -> Workspace:
+    return _live(request).current()
+
+
+WS = Annotated[Workspace, Depends(workspace)]
+router = APIRouter(prefix="/api/v1")
+
+
+def _wake(request: Request) -> None:
+    """A run queued in this process starts now rather than at the next poll."""
+    runner = getattr(request.app.state, "runner", None)
+    if runner is not None:
+        runner.wake()
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+@router.get("/sources", tags=["sources"])
+def list_sources(ws: WS) -> Listing[Source]:
+    return Listing(data=[Source.of(n, c, service.source_location(ws, n)) for n, c in ws.config.sources.items()])
+
+
+@router.get("/sources/{source_id}", tags=["sources"])
+def get_source(ws: WS, source_id: str) -> Source:
+    return Source.of(source_id, ws.source(source_id).config, service.source_location(ws, source_id))
+
+
+@router.post("/sources/{source_id}/test", tags=["sources"])
+def test_source(ws: WS, source_id: str) -> TestResult:
+    return TestResult(message=service.test_source(ws, source_id))
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+@router.get("/models", tags=["models"])
+def list_models(ws: WS) -> Listing[Model]:
+    return Listing(data=[Model.of(n, c) for n, c in ws.config.models.items()])
+
+
+@router.get("/models/{model_id}", tags=["models"])
+def get_model(ws: WS, model_id: str) -> Model:
+    return Model.of(model_id, ws.model(model_id))
+
+
+@router.get("/models/{model_id}/preview", tags=["models"])
+def preview_model(ws: WS, model_id: str, limit: Annotated[int, Query()] = 10) -> Preview:
+    table = service.preview_model(ws, model_id, limit)
+    return Preview(columns=table.column_names, rows=service.rows_of(table))
+
+
+# ------------------------------------------------------------------------------------------------ destinations
+
+
+@router.get("/destinations", tags=["destinations"])
+def list_destinations(ws: WS) -> Listing[Destination]:
+    return Listing(data=[Destination.of(n, c) for n, c in ws.config.destinations.items()])
+
+
+@router.get("/destinations/{destination_id}", tags=["destinations"])
+def get_destination(ws: WS, destination_id: str) -> Destination:
+    return Destination.of(destination_id, ws.destination(destination_id))
+
+
+@router.post("/destinations/{destination_id}/test", tags=["destinations"])
+def test_destination(ws: WS, destination_id: str) -> TestResult:
+    return TestResult(message=service.test_destination(ws, destination_id))
+
+
+# ------------------------------------------------------------------------------------------------ syncs
+
+
+@router.get("/syncs", tags=["syncs"])
+def list_syncs(ws: WS) -> Listing[Sync]:
+    return Listing(data=[Sync.of(o) for o in service.sync_overviews(ws)])
+
+
+@router.get("/syncs/{sync_id}", tags=["syncs"])
+def get_sync(ws: WS, sync_id: str) -> Sync:
+    return Sync.of(service.sync_overview(ws, sync_id))
+
+
+def _options(body: TriggerBody) -> RunOptions:
+    return RunOptions(body.dry_run, body.full_resync, body.reconcile, body.retry_rejected)
+
+
+@router.post("/syncs/{sync_id}/trigger", tags=["syncs"])
+def trigger_sync(ws: WS, request: Request, sync_id: str, body: TriggerBody | None = None) -> Triggered:
+    """Queue a run (a normal run, or a dry run, a full resync, a reconcile); the service runs it."""
+    run_id, created = service.trigger_run(ws, sync_id, _options(body or TriggerBody()), "api")
+    _wake(request)
+    return Triggered(id=run_id, queued=created)
+
+
+@router.post("/syncs/trigger", tags=["syncs"])
+def trigger_sync_by_slug(ws: WS, request: Request, body: TriggerBySlugBody) -> Triggered:
+    """Hightouch's other form: the sync named in the body as ``syncId`` or ``syncSlug``."""
+    names = {n for n in (body.sync_id, body.sync_slug) if n}
+    if len(names) != 1:
+        raise InvalidInput("name the sync with syncId or syncSlug (one of them, or both equal)")
+    run_id, created = service.trigger_run(ws, names.pop(), _options(body), "api")
+    _wake(request)
+    return Triggered(id=run_id, queued=created)
+
+
+@router.get("/syncs/{sync_id}/runs", tags=["sync runs"])
+def list_sync_runs(
+    ws: WS,
+    sync_id: str,
+    limit: Annotated[int, Query()] = 20,
+    status: Annotated[str | None, Query()] = None,
+    run_id: Annotated[str | None, Query(alias="runId")] = None,
+) -> Listing[SyncRun]:
+    if run_id is not None:
+        return Listing(data=[SyncRun.of(service.run_of(ws, sync_id, run_id))])
+    return Listing(data=[SyncRun.of(r) for r in service.runs_of(ws, sync_id, limit, status)])
+
+
+@router.get("/syncs/{sync_id}/runs/{run_id}", tags=["sync runs"])
+def get_sync_run(ws: WS, sync_id: str, run_id: str) -> SyncRun:
+    return SyncRun.of(service.run_of(ws, sync_id, run_id))
+
+
+@router.post("/syncs/{sync_id}/runs/{run_id}/cancel", tags=["sync runs"])
+def cancel_sync_run(ws: WS, sync_id: str, run_id: str) -> SyncRun:
+    """A queued run is cancelled at once; a running one stops after its batches in flight."""
+    return SyncRun.of(service.cancel_run(ws, sync_id, run_id))
