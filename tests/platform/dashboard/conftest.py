@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import ServerProcess
+
 CHROMIUM = Path("/usr/bin/chromium")
 REQUIRE_BROWSER_ENV = "COHORTFLOW_REQUIRE_BROWSER"
 CHROMIUM_ARGS = [
@@ -44,6 +46,16 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
+def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
+    """A fresh browser context (no cookies) on the test server, with clipboard access for copy buttons."""
+    context = browser.new_context(base_url=server.base_url, viewport=DESKTOP)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base_url)
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+@pytest.fixture
 def shots(backend: str, request: pytest.FixtureRequest) -> Path:
     """Where this test's screenshots go: ``test-output/screenshots/<backend>/<test>/``."""
     root = Path(os.environ.get(SCREENSHOT_DIR_ENV, Path(__file__).parents[3] / "test-output"))
@@ -59,3 +71,17 @@ def screenshot(page: Any, folder: Path, name: str) -> None:
         page.set_viewport_size(viewport)
         page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
     page.set_viewport_size(size)
+
+
+def browser_sign_in(page: Any, email: str, folder: Path | None = None) -> None:
+    """Sign in through the login form (the start page sends the browser there), optionally saving it."""
+    from tests.platform.dashboard.helpers import PASSWORD
+
+    page.goto("/dashboard/")
+    assert "/dashboard/login" in page.url
+    if folder:
+        screenshot(page, folder, "01-login")
+    page.get_by_label("E-mail address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/dashboard/w/**")

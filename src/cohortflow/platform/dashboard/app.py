@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from cohortflow.platform.api.errors import status_for
 from cohortflow.platform.dashboard import access
-from cohortflow.platform.dashboard.views import cohorts, home, technology_partners
+from cohortflow.platform.dashboard.views import cohorts, home, segments, technology_partners
 from cohortflow.platform.dashboard_users import DatabaseAccounts, DatabaseSessionStore
 from cohortflow.platform.errors import PlatformError
 from cohortflow.platform.ratelimit import DatabaseStorage
@@ -30,6 +30,7 @@ def create_dashboard(runtime: PlatformRuntime) -> FastAPI:
         # Failed sign-ins count in the platform database, so every server process sees the same count.
         throttle=LoginThrottle(DatabaseStorage(runtime.engine, runtime.settings.cohort_lock_wait_seconds)),
         context=access.template_context,
+        static_dir=Path(__file__).parent / "static",
     )
     app = kit.create_app(title="cohortflow dashboard")
     app.state.kit = kit
@@ -40,6 +41,6 @@ def create_dashboard(runtime: PlatformRuntime) -> FastAPI:
         status = status_for(exc)
         return kit.error_page(request, status, _TITLES.get(status, "Something went wrong"), exc.message)
 
-    for module in (home, cohorts, technology_partners):
+    for module in (home, cohorts, segments, technology_partners):
         app.include_router(module.router)
     return app
