@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+# The loopback SMTP and webhook receivers, and a server that sends to them (campaign pages send for real).
+from tests.platform.messaging.conftest import messaging_server, smtp_sink, webhook_sink  # noqa: F401
 from tests.support import ServerProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,14 +47,24 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
-    """A fresh browser context (no cookies) on the test server, with clipboard access for copy buttons."""
+def _new_page(browser: Any, server: ServerProcess) -> Iterator[Any]:
     context = browser.new_context(base_url=server.base_url, viewport=DESKTOP)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base_url)
     opened = context.new_page()
     yield opened
     context.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
+    """A fresh browser context (no cookies) on the test server, with clipboard access for copy buttons."""
+    yield from _new_page(browser, server)
+
+
+@pytest.fixture
+def messaging_page(browser: Any, messaging_server: ServerProcess) -> Iterator[Any]:  # noqa: F811
+    """The same, on the server whose email channel is the loopback SMTP sink."""
+    yield from _new_page(browser, messaging_server)
 
 
 @pytest.fixture
