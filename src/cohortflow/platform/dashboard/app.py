@@ -10,7 +10,15 @@ from fastapi.responses import HTMLResponse
 
 from cohortflow.platform.api.errors import status_for
 from cohortflow.platform.dashboard import access
-from cohortflow.platform.dashboard.views import campaigns, cohorts, home, segments, technology_partners, users
+from cohortflow.platform.dashboard.views import (
+    campaigns,
+    cohorts,
+    home,
+    segments,
+    settings,
+    technology_partners,
+    users,
+)
 from cohortflow.platform.dashboard_users import DatabaseAccounts, DatabaseSessionStore
 from cohortflow.platform.errors import PlatformError
 from cohortflow.platform.ratelimit import DatabaseStorage
@@ -43,6 +51,6 @@ def create_dashboard(runtime: PlatformRuntime) -> FastAPI:
         status = status_for(exc)
         return kit.error_page(request, status, _TITLES.get(status, "Something went wrong"), exc.message)
 
-    for module in (home, campaigns, cohorts, segments, technology_partners, users):
+    for module in (home, campaigns, cohorts, segments, settings, technology_partners, users):
         app.include_router(module.router)
     return app
