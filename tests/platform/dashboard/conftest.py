@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 # The loopback SMTP and webhook receivers, and a server that sends to them (campaign pages send for real).
-from tests.platform.messaging.conftest import messaging_server, smtp_sink, webhook_sink  # noqa: F401
+from tests.platform.messaging.conftest import messaging_server, messaging_settings, smtp_sink, webhook_sink  # noqa: F401
 from tests.support import ServerProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -81,6 +81,7 @@ def screenshot(page: Any, folder: Path, name: str) -> None:
     size = page.viewport_size
     for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         page.set_viewport_size(viewport)
+        page.evaluate("window.scrollTo(0, 0)")  # sticky parts (navigation, side panels) where a reader sees them
         page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
     page.set_viewport_size(size)
 

@@ -12,6 +12,7 @@ from cohortflow.platform.api.errors import status_for
 from cohortflow.platform.dashboard import access
 from cohortflow.platform.dashboard.views import (
     campaigns,
+    canvas,
     cohorts,
     home,
     segments,
@@ -51,6 +52,6 @@ def create_dashboard(runtime: PlatformRuntime) -> FastAPI:
         status = status_for(exc)
         return kit.error_page(request, status, _TITLES.get(status, "Something went wrong"), exc.message)
 
-    for module in (home, campaigns, cohorts, segments, settings, technology_partners, users):
+    for module in (home, campaigns, canvas, cohorts, segments, settings, technology_partners, users):
         app.include_router(module.router)
     return app

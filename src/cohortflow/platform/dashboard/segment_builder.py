@@ -271,6 +271,19 @@ def from_form(form: Mapping[str, str], catalogue: Catalogue) -> Builder:
     return Builder(op=_op(form.get("op")), groups=[groups[g] for g in sorted(groups)])
 
 
+def row_from_fields(form: Mapping[str, str], prefix: str, catalogue: Catalogue) -> Row | None:
+    """One filter row whose fields are named ``prefix + field`` (as Canvas split paths name theirs)."""
+    fields = {name: str(form[prefix + name]).strip() for name in _ROW_FIELDS if prefix + name in form}
+    if "kind" not in fields:
+        return None
+    return normalize_row(Row(**fields), catalogue)
+
+
+def leaf_row(node: FilterNode, catalogue: Catalogue) -> Row | None:
+    """The row for a tree that is one filter, or None when it is more (a group, a NOT)."""
+    return leaf_to_row(node, catalogue) if _is_leaf(node) else None
+
+
 def _op(value: object) -> str:
     return "or" if value == "or" else "and"
 
