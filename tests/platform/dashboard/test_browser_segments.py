@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import expect
+from sqlalchemy import update
 
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.segments import service
+from cohortflow.platform.store.schema import partners
 from tests.platform.dashboard.conftest import browser_sign_in, screenshot
 from tests.platform.dashboard.helpers import make_user
 from tests.platform.messaging.helpers import add_users
@@ -32,7 +34,9 @@ def test_segment_builder_in_the_browser(
     ids = add_users(runtime, tenant.workspace_id, specs)
     add_cohort_rows(runtime, tenant, "vip", "VIP customers", ids[:12])
     add_cohort_rows(runtime, tenant, "churn", "Churn risk", ids[20:])
-    label = f"{tenant.partner.capitalize()} Cohorts"
+    with runtime.transaction() as conn:  # the partner as the seed names it (its URL name stays unique)
+        conn.execute(update(partners).where(partners.c.name == tenant.partner).values(display_name="Hightouch"))
+    label = "Hightouch Cohorts"
     browser_sign_in(page, make_user(runtime, "marketer", [tenant.workspace_id]))
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Segments").click()

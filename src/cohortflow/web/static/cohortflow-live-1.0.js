@@ -6,7 +6,7 @@
 //     <select data-live="ID">           on change: post with fragment=ID; the element #ID is replaced
 //     <input data-live-input="ID">      on input, debounced: the same
 //     <button name="action" value="x" data-live="ID">   submitting with it posts action=x and fragment=ID
-//     <div id="ID" data-live-autoload>  posted once when the page has loaded
+//     <div id="ID" data-live-autoload>  posted once when the page has loaded, or when it arrives in a fragment
 //   <input aria-invalid="true" aria-describedby="MSG">  once edited, loses the mark, and the message #MSG goes
 //                                       if it has data-clears-on-input (the server has the last word on save)
 //   <div id="ID" data-poll-url="URL" data-poll-seconds="1">   GET URL every N seconds and replace the element;
@@ -60,6 +60,7 @@
     }
     startPolling(replacement);
     replacement.querySelectorAll("[data-poll-url]").forEach(startPolling);
+    autoload(replacement);
     document.dispatchEvent(new CustomEvent("cohortflow:swapped", { detail: { id: id } }));
   }
 
@@ -167,11 +168,19 @@
     }, seconds * 1000);
   }
 
-  function init() {
-    document.querySelectorAll("[data-live-autoload]").forEach(function (element) {
+  // Parts that arrive unfinished ask for themselves: on load, and inside every swapped-in fragment (a panel
+  // answered with its quick figure first asks for its slower one).
+  function autoload(root) {
+    var found = Array.prototype.slice.call(root.querySelectorAll("[data-live-autoload]"));
+    if (root.hasAttribute && root.hasAttribute("data-live-autoload") && root !== document) { found.unshift(root); }
+    found.forEach(function (element) {
       var form = liveForm(element);
       if (form && element.id) { post(form, element.id, null); }
     });
+  }
+
+  function init() {
+    autoload(document);
     document.querySelectorAll("[data-poll-url]").forEach(startPolling);
   }
 

@@ -50,19 +50,36 @@ def segment_list(page: AnyRole) -> HTMLResponse:
 # --- the builder -----------------------------------------------------------------------------------------
 
 
-def _size(page: WorkspacePage, builder: sb.Builder) -> dict[str, Any]:
-    """The size panel's content: exact counts for the form's tree, or what keeps it from being counted."""
+def _size(page: WorkspacePage, builder: sb.Builder, *, reach: bool) -> dict[str, Any]:
+    """The size panel's content: the exact total (and, with ``reach``, the users reachable per channel) for the
+    form's tree, or what keeps it from being counted.
+
+    The live page asks for the total first (``filter_count``: the cheapest exact route, a cohort's membership
+    alone when it can) and for the reachable counts right after (``filter_size``, which reads every member's
+    profile), so the size follows the filters at once even when reachability takes longer on a large audience.
+    """
     tree = sb.to_tree(builder)
     if tree is None:
-        return {"size": None, "size_errors": _problems(builder)}
+        return {"total": None, "size": None, "size_errors": _problems(builder), "reach_pending": False}
     started = time.perf_counter()
     try:
         with page.transaction() as conn:
             node = service.validate_filter(conn, page.workspace_id, tree)
-            size = service.filter_size(conn, page.workspace_id, node, now=page.runtime.clock())
+            now = page.runtime.clock()
+            if reach:
+                size = service.filter_size(conn, page.workspace_id, node, now=now)
+                total = size.total
+            else:
+                size, total = None, service.filter_count(conn, page.workspace_id, node, now=now)
     except InvalidRequest as exc:
-        return {"size": None, "size_errors": [exc.message]}
-    return {"size": size, "size_errors": [], "counted_ms": (time.perf_counter() - started) * 1000}
+        return {"total": None, "size": None, "size_errors": [exc.message], "reach_pending": False}
+    return {
+        "total": total,
+        "size": size,
+        "size_errors": [],
+        "reach_pending": not reach,
+        "counted_ms": (time.perf_counter() - started) * 1000,
+    }
 
 
 def _problems(builder: sb.Builder) -> list[str]:
@@ -97,8 +114,10 @@ def _builder_page(
         "name": name,
         "segment": segment,
         "form_url": f"{page.kit.prefix(page.request)}{action}",
+        "total": None,
         "size": None,
         "size_errors": [],
+        "reach_pending": False,
         "autoload": counted is None,
         "name_error": name_error,
         "save_error": save_error,
@@ -109,6 +128,7 @@ def _builder_page(
     template = {
         "builder": "dashboard/_segment_builder.html",
         "segment-size": "dashboard/_segment_size.html",
+        "segment-reach": "dashboard/_segment_reach.html",
     }.get(fragment or "", "dashboard/segment.html")
     return page.render(template, context, status_code=status_code)
 
@@ -160,10 +180,11 @@ def _post_builder(page: WorkspacePage, form: dict[str, str], segment: service.Se
                 builder.errors.append("This filter has NOT or groups inside groups: it can only be edited as JSON.")
     else:
         builder = sb.apply_action(builder, action, catalogue)
+    # A browser without scripts gets everything at once; the live page gets the total, then asks for the rest.
+    counted = _size(page, builder, reach=fragment in (None, "segment-reach"))
     return _builder_page(
-        page, builder=builder, catalogue=catalogue, name=name, segment=segment, fragment=fragment,
-        counted=_size(page, builder),
-    )  # fmt: skip
+        page, builder=builder, catalogue=catalogue, name=name, segment=segment, fragment=fragment, counted=counted
+    )
 
 
 def _save(
@@ -174,8 +195,8 @@ def _save(
     if tree is None or name_error:
         return _builder_page(
             page, builder=builder, catalogue=catalogue, name=name, segment=segment, name_error=name_error,
-            save_error="The segment was not saved: fix what is marked below.", counted=_size(page, builder),
-            status_code=400,
+            save_error="The segment was not saved: fix what is marked below.",
+            counted=_size(page, builder, reach=True), status_code=400,
         )  # fmt: skip
     try:
         with page.transaction() as conn:
@@ -186,7 +207,8 @@ def _save(
     except (InvalidRequest, AlreadyExists) as exc:
         return _builder_page(
             page, builder=builder, catalogue=catalogue, name=name, segment=segment,
-            save_error=f"The segment was not saved: {exc.message}.", counted=_size(page, builder), status_code=400,
+            save_error=f"The segment was not saved: {exc.message}.", counted=_size(page, builder, reach=True),
+            status_code=400,
         )  # fmt: skip
     return page.redirect(f"/segments/{saved.id}", f"Segment “{saved.name}” saved.")
 
