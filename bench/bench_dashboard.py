@@ -88,12 +88,13 @@ def seed(engine: Engine, n: int) -> dict[str, Any]:
             ),
             {"w": WORKSPACE, "p": partner_id, "c": COHORTS},
         )
-        # Members by stride: user first + (k * 104729 + 7 j) mod n, distinct for j < n (7 and n coprime in use).
+        # Members by stride: user first + (k * 104729 + 11 j) mod n, distinct for j < n (11 and n coprime in use); 11
+        # is coprime with the 10 countries, 5 email and 7 subscription cycles too, so members mix like users do.
         conn.execute(
             text(
                 """
                 INSERT INTO cohort_members (cohort_pk, user_id, added_at)
-                SELECT c.id, :first + ((c.k * 104729 + g.j * 7) % :n), now()
+                SELECT c.id, :first + ((c.k * 104729 + g.j * 11) % :n), now()
                 FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM cohorts WHERE workspace_id = :w) c,
                      LATERAL generate_series(0, GREATEST(1, CASE WHEN c.k = 1 THEN :n / 10 WHEN c.k <= 10 THEN :n / 100
                                                                WHEN c.k <= 100 THEN :n / 1000 ELSE :n / 10000 END) - 1)
