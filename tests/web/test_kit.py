@@ -174,3 +174,42 @@ def test_the_kit_never_imports_a_product() -> None:
     code = "import sys, cohortflow.web.kit; print(sorted(m for m in sys.modules if m.startswith('cohortflow.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "cohortflow.platform" not in out and "cohortflow.sync" not in out
+
+
+def test_product_assets_and_fragment_requests(tmp_path: Path) -> None:
+    """A product's own static folder is served beside the kit's; a script asking for a fragment gets 401 when the
+    session is gone (a page would be redirected to the login form instead)."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "product.css").write_text("body { color: red; }")
+    (tmp_path / "templates" / "page.html").write_text(
+        '{% extends "web/base.html" %}{% block head %}<link rel="stylesheet" href="{{ app_static(\'product.css\') }}">'
+        "{% endblock %}{% block content %}{{ 'fragment' if fragment else 'page' }}{% endblock %}"
+    )
+    kit = WebKit(
+        product_name="Toy",
+        templates_dir=tmp_path / "templates",
+        sessions=SessionManager(Store()),
+        accounts=Accounts(),
+        throttle=LoginThrottle(MemoryStorage()),
+        static_dir=tmp_path / "static",
+    )
+    app = kit.create_app()
+
+    @app.get("/page", response_class=HTMLResponse)
+    def page(request: Request) -> HTMLResponse:
+        kit.require_session(request)
+        return kit.render(request, "page.html", {"fragment": kit.is_fragment_request(request)})
+
+    from fastapi import FastAPI
+
+    outer = FastAPI()
+    outer.mount("/toy", app)
+    client = TestClient(outer, base_url="http://testserver")
+    asset = client.get("/toy/static/app/product.css")
+    assert asset.status_code == 200 and "no-store" not in asset.headers.get("cache-control", "")
+    assert client.get("/toy/static/web/cohortflow-live-1.0.js").status_code == 200
+    assert client.get("/toy/page", follow_redirects=False).status_code == 303
+    assert client.get("/toy/page", headers={"X-Requested-With": "cohortflow-live"}).status_code == 401
+    login = client.get("/toy/login")
+    assert "/toy/static/web/cohortflow-live-1.0.js" in login.text and "/toy/static/web/favicon.svg" in login.text

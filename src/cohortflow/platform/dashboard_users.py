@@ -98,6 +98,69 @@ def grant_workspace(conn: Connection, user_id: int, workspace_id: str) -> Dashbo
     return get_user(conn, user_id)
 
 
+def add_to_workspace(conn: Connection, email: str, role: str, workspace_id: str) -> tuple[DashboardUser, str | None]:
+    """Give ``email`` access to the workspace: a new account with a generated password (returned, to show once),
+    or an existing account granted this workspace too (its role unchanged; no password)."""
+    normalized = _normalize_email(email)
+    try:
+        existing = find_user(conn, normalized)
+    except NotFound:
+        password = generate_password()
+        return create_user(conn, normalized, role, password, [workspace_id]), password
+    if workspace_id in existing.workspace_ids:
+        raise AlreadyExists(f"{normalized} already has access to this workspace")
+    return grant_workspace(conn, existing.id, workspace_id), None
+
+
+def _in_workspace(conn: Connection, user_id: int, workspace_id: str) -> DashboardUser:
+    user = get_user(conn, user_id)
+    require_workspace(user, workspace_id)  # someone another workspace's admin manages does not exist here
+    return user
+
+
+def set_role(conn: Connection, user_id: int, role: str, *, workspace_id: str) -> DashboardUser:
+    """Change a user's role (roles apply in every workspace the user sees); never leaves the platform without an
+    admin."""
+    try:
+        parsed = Role(role)
+    except ValueError as exc:
+        raise InvalidRequest(f"role must be one of {', '.join(r.value for r in Role)}") from exc
+    user = _in_workspace(conn, user_id, workspace_id)
+    if user.role is Role.ADMIN and parsed is not Role.ADMIN:
+        others = conn.execute(
+            select(dashboard_users.c.id).where(
+                dashboard_users.c.role == Role.ADMIN.value,
+                dashboard_users.c.disabled_at.is_(None),
+                dashboard_users.c.id != user_id,
+            )
+        ).first()
+        if others is None:
+            raise InvalidRequest(f"{user.email} is the last admin: make another user an admin first")
+    conn.execute(update(dashboard_users).where(dashboard_users.c.id == user_id).values(role=parsed.value))
+    return get_user(conn, user_id)
+
+
+def remove_from_workspace(conn: Connection, user_id: int, workspace_id: str, *, acting_user_id: int) -> DashboardUser:
+    """Take the workspace away from a user (its sessions keep working elsewhere); nobody removes themselves."""
+    user = _in_workspace(conn, user_id, workspace_id)
+    if user_id == acting_user_id:
+        raise InvalidRequest("you cannot remove your own access; another admin can")
+    conn.execute(
+        delete(dashboard_user_workspaces).where(
+            dashboard_user_workspaces.c.user_id == user_id, dashboard_user_workspaces.c.workspace_id == workspace_id
+        )
+    )
+    return user
+
+
+def reset_password(conn: Connection, user_id: int, *, workspace_id: str) -> tuple[DashboardUser, str]:
+    """A new generated password (to show once); the user's sessions end."""
+    user = _in_workspace(conn, user_id, workspace_id)
+    password = generate_password()
+    set_password(conn, user_id, password)
+    return user, password
+
+
 def set_password(conn: Connection, user_id: int, password: str) -> None:
     """A new password; the user's sessions end, so a leaked one stops working at once."""
     get_user(conn, user_id)

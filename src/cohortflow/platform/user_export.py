@@ -195,6 +195,11 @@ def export_ids(conn: Connection, workspace_id: str, request: ExportRequest) -> E
     )
 
 
+def export_users(conn: Connection, workspace_id: str, user_ids: list[int]) -> list[ExportedUser]:
+    """Whole profiles of the workspace's users ``user_ids`` (every export field), in that order."""
+    return _export_users(conn, workspace_id, user_ids, set(EXPORT_FIELDS))
+
+
 def _export_users(conn: Connection, workspace_id: str, user_ids: list[int], wanted: set[str]) -> list[ExportedUser]:
     if not user_ids:
         return []

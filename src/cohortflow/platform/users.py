@@ -231,5 +231,3 @@ def delete(conn: Connection, workspace_id: str, request: DeleteRequest) -> Delet
         if (uid := identity.find_by_braze_id(conn, workspace_id, bid)) is not None:
             ids.add(uid)
     return DeleteResponse(deleted=identity.delete_users(conn, workspace_id, sorted(ids)))
-
-

@@ -29,6 +29,7 @@ from cohortflow.web.throttle import LoginThrottle
 KIT_DIR = Path(__file__).parent
 FLASH_COOKIE = "cf_flash"
 STATIC_MOUNT = "/static/web"
+APP_STATIC_MOUNT = "/static/app"  # a product's own assets (``WebKit(static_dir=...)``)
 
 
 class Accounts(Protocol):
@@ -67,7 +68,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_static = STATIC_MOUNT in scope["path"]
+        is_static = STATIC_MOUNT in scope["path"] or APP_STATIC_MOUNT in scope["path"]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -98,8 +99,10 @@ class WebKit:
         accounts: Accounts,
         throttle: LoginThrottle,
         context: Callable[[Request], Mapping[str, Any]] | None = None,
+        static_dir: Path | None = None,
     ) -> None:
         self.product_name = product_name
+        self.static_dir = static_dir
         self.sessions = sessions
         self.accounts = accounts
         self.throttle = throttle
@@ -121,6 +124,8 @@ class WebKit:
             dependencies=[Depends(self.csrf_guard)], docs_url=None, redoc_url=None, openapi_url=None, **kwargs
         )
         app.mount(STATIC_MOUNT, StaticFiles(directory=KIT_DIR / "static"), name="web-static")
+        if self.static_dir is not None:
+            app.mount(APP_STATIC_MOUNT, StaticFiles(directory=self.static_dir), name="app-static")
         app.add_middleware(SecurityHeaders)
 
         @app.exception_handler(LoginRequired)
@@ -217,6 +222,7 @@ class WebKit:
             "product_name": self.product_name,
             "prefix": prefix,
             "static": lambda name: f"{prefix}{STATIC_MOUNT}/{name}",
+            "app_static": lambda name: f"{prefix}{APP_STATIC_MOUNT}/{name}",
             "csrf_field": csrf.CSRF_FIELD,
             "csrf_token": self.csrf_token(request),
             "session": self.sessions.current(request),
@@ -240,6 +246,11 @@ class WebKit:
                 FLASH_COOKIE, payload, max_age=60, httponly=True, samesite="lax", secure=cookie_is_secure(request)
             )
         return response
+
+    @staticmethod
+    def is_fragment_request(request: Request) -> bool:
+        """A script asking for part of a page (``cohortflow-live`` sends ``X-Requested-With``), not a browser."""
+        return bool(request.headers.get("x-requested-with"))
 
     def error_page(self, request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
         return self.render(

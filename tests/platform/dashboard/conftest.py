@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 
+# The loopback SMTP and webhook receivers, and a server that sends to them (campaign pages send for real).
+from tests.platform.messaging.conftest import messaging_server, messaging_settings, smtp_sink, webhook_sink  # noqa: F401
+from tests.support import ServerProcess
+
 CHROMIUM = Path("/usr/bin/chromium")
 REQUIRE_BROWSER_ENV = "COHORTFLOW_REQUIRE_BROWSER"
 CHROMIUM_ARGS = [
@@ -43,6 +47,26 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+def _new_page(browser: Any, server: ServerProcess) -> Iterator[Any]:
+    context = browser.new_context(base_url=server.base_url, viewport=DESKTOP)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base_url)
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: ServerProcess) -> Iterator[Any]:
+    """A fresh browser context (no cookies) on the test server, with clipboard access for copy buttons."""
+    yield from _new_page(browser, server)
+
+
+@pytest.fixture
+def messaging_page(browser: Any, messaging_server: ServerProcess) -> Iterator[Any]:  # noqa: F811
+    """The same, on the server whose email channel is the loopback SMTP sink."""
+    yield from _new_page(browser, messaging_server)
+
+
 @pytest.fixture
 def shots(backend: str, request: pytest.FixtureRequest) -> Path:
     """Where this test's screenshots go: ``test-output/screenshots/<backend>/<test>/``."""
@@ -57,5 +81,20 @@ def screenshot(page: Any, folder: Path, name: str) -> None:
     size = page.viewport_size
     for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         page.set_viewport_size(viewport)
+        page.evaluate("window.scrollTo(0, 0)")  # sticky parts (navigation, side panels) where a reader sees them
         page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
     page.set_viewport_size(size)
+
+
+def browser_sign_in(page: Any, email: str, folder: Path | None = None) -> None:
+    """Sign in through the login form (the start page sends the browser there), optionally saving it."""
+    from tests.platform.dashboard.helpers import PASSWORD
+
+    page.goto("/dashboard/")
+    assert "/dashboard/login" in page.url
+    if folder:
+        screenshot(page, folder, "01-login")
+    page.get_by_label("E-mail address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/dashboard/w/**")

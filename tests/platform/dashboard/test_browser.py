@@ -10,34 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from cohortflow.platform.partners import create_partner
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.workspaces import create_workspace
+from tests.platform.dashboard.conftest import browser_sign_in as sign_in
 from tests.platform.dashboard.conftest import screenshot
 from tests.platform.dashboard.helpers import PASSWORD, make_user
 from tests.support import ServerProcess, Tenant, make_tenant
-
-
-@pytest.fixture
-def page(browser: Any, server: ServerProcess) -> Any:
-    context = browser.new_context(base_url=server.base_url, viewport={"width": 1280, "height": 800})
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base_url)
-    opened = context.new_page()
-    yield opened
-    context.close()
-
-
-def sign_in(page: Any, email: str, shots: Path | None = None) -> None:
-    page.goto("/dashboard/")
-    assert "/dashboard/login" in page.url
-    if shots:
-        screenshot(page, shots, "01-login")
-    page.get_by_label("E-mail address").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/dashboard/w/**")
 
 
 def import_users(base_url: str, partner: str, partner_key: str, client_secret: str, ids: list[str]) -> httpx.Response:
@@ -73,7 +53,8 @@ def test_technology_partner_keys_end_to_end(
     page.get_by_label("Search partners").fill("hight")
     page.get_by_role("button", name="Search").click()
     screenshot(page, shots, "03-technology-partners")
-    page.get_by_role("link", name="Hightouch").first.click()
+    # Other tests register partners shown as "Hightouch" too (names are platform-wide): pick this one.
+    page.locator(f'a.tile[href$="/technology-partners/{partner_name}"]').click()
     assert page.get_by_label("REST endpoint").input_value() == server.base_url
     assert page.get_by_text("No data import key yet").is_visible()
     screenshot(page, shots, "04-partner-without-key")

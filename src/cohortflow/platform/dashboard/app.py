@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -9,7 +10,16 @@ from fastapi.responses import HTMLResponse
 
 from cohortflow.platform.api.errors import status_for
 from cohortflow.platform.dashboard import access
-from cohortflow.platform.dashboard.views import cohorts, home, technology_partners
+from cohortflow.platform.dashboard.views import (
+    campaigns,
+    canvas,
+    cohorts,
+    home,
+    segments,
+    settings,
+    technology_partners,
+    users,
+)
 from cohortflow.platform.dashboard_users import DatabaseAccounts, DatabaseSessionStore
 from cohortflow.platform.errors import PlatformError
 from cohortflow.platform.ratelimit import DatabaseStorage
@@ -30,7 +40,9 @@ def create_dashboard(runtime: PlatformRuntime) -> FastAPI:
         # Failed sign-ins count in the platform database, so every server process sees the same count.
         throttle=LoginThrottle(DatabaseStorage(runtime.engine, runtime.settings.cohort_lock_wait_seconds)),
         context=access.template_context,
+        static_dir=Path(__file__).parent / "static",
     )
+    kit.env.filters["pretty_json"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
     app = kit.create_app(title="cohortflow dashboard")
     app.state.kit = kit
     app.state.runtime = runtime
@@ -40,6 +52,6 @@ def create_dashboard(runtime: PlatformRuntime) -> FastAPI:
         status = status_for(exc)
         return kit.error_page(request, status, _TITLES.get(status, "Something went wrong"), exc.message)
 
-    for module in (home, cohorts, technology_partners):
+    for module in (home, campaigns, canvas, cohorts, segments, settings, technology_partners, users):
         app.include_router(module.router)
     return app

@@ -41,6 +41,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    delete,
     func,
     insert,
     literal,
@@ -172,14 +173,13 @@ def check_channel_settings(channel: str, settings: MessagingSettings | None) -> 
             raise InvalidRequest(f"email channel is misconfigured: {exc}") from exc
 
 
-def create_campaign(
+def _validated(
     conn: Connection,
     workspace_id: str,
     data: CampaignDefinition | Mapping[str, Any],
-    *,
-    settings: MessagingSettings | None = None,
-) -> Campaign:
-    """Validate everything (segments, filter, templates, channel settings), then save; or save nothing."""
+    settings: MessagingSettings | None,
+) -> CampaignDefinition:
+    """The definition checked whole: fields, segments of this workspace, the extra filter, templates, channel."""
     definition = parse_model(CampaignDefinition, data, what="campaign")
     _check_segments(conn, workspace_id, definition.segment_ids, field="segment_ids")
     if definition.extra_filter is not None:
@@ -190,6 +190,18 @@ def create_campaign(
         definition = definition.model_copy(update={"extra_filter": dump_filter(node)})
     check_message_templates(definition.message)
     check_channel_settings(definition.message.channel, settings)
+    return definition
+
+
+def create_campaign(
+    conn: Connection,
+    workspace_id: str,
+    data: CampaignDefinition | Mapping[str, Any],
+    *,
+    settings: MessagingSettings | None = None,
+) -> Campaign:
+    """Validate everything (segments, filter, templates, channel settings), then save; or save nothing."""
+    definition = _validated(conn, workspace_id, data, settings)
     now = utcnow()
     campaign_id = f"cmp_{uuid.uuid4().hex}"
     try:
@@ -212,6 +224,45 @@ def create_campaign(
         [{"campaign_id": campaign_id, "segment_id": sid} for sid in definition.segment_ids],
     )
     return Campaign(campaign_id, workspace_id, definition.name, definition.message.channel, definition, now)
+
+
+def update_campaign(
+    conn: Connection,
+    workspace_id: str,
+    campaign_id: str,
+    data: CampaignDefinition | Mapping[str, Any],
+    *,
+    settings: MessagingSettings | None = None,
+) -> Campaign:
+    """Replace a campaign's definition, checked like a new one; or change nothing.
+
+    Later sends use the new definition. A send that has started keeps the audience it evaluated at its start
+    and the message it loaded then: editing never changes what one send delivers halfway.
+    """
+    current = get_campaign(conn, workspace_id, campaign_id)
+    definition = _validated(conn, workspace_id, data, settings)
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                update(campaigns)
+                .where(campaigns.c.workspace_id == workspace_id, campaigns.c.id == campaign_id)
+                .values(
+                    name=definition.name,
+                    channel=definition.message.channel,
+                    definition=definition.model_dump(mode="json"),
+                    updated_at=utcnow(),
+                )
+            )
+    except IntegrityError as exc:
+        raise AlreadyExists(f"a campaign named {definition.name!r} already exists in this workspace") from exc
+    conn.execute(delete(campaign_segments).where(campaign_segments.c.campaign_id == campaign_id))
+    conn.execute(
+        insert(campaign_segments),
+        [{"campaign_id": campaign_id, "segment_id": sid} for sid in definition.segment_ids],
+    )
+    return Campaign(
+        campaign_id, workspace_id, definition.name, definition.message.channel, definition, current.created_at
+    )
 
 
 def _row_to_campaign(row: Any) -> Campaign:
@@ -328,6 +379,16 @@ def list_sends(conn: Connection, workspace_id: str, campaign_id: str) -> list[Ca
     ).all()
     counts = _send_counts(conn, [int(r.id) for r in rows])
     return [_row_to_send(r, counts[int(r.id)]) for r in rows]
+
+
+def last_sends(conn: Connection, workspace_id: str) -> dict[str, CampaignSend]:
+    """Each campaign's latest send, without its delivery counts (a listing stays cheap however big sends are)."""
+    s = campaign_sends
+    latest = (
+        select(func.max(s.c.id)).where(s.c.workspace_id == workspace_id).group_by(s.c.campaign_id).scalar_subquery()
+    )
+    rows = conn.execute(select(s).where(s.c.id.in_(latest))).all()
+    return {str(r.campaign_id): _row_to_send(r, {}) for r in rows}
 
 
 def find_send(conn: Connection, send_id: int) -> tuple[str, str]:

@@ -233,14 +233,13 @@ class Canvas:
 # --- definitions -------------------------------------------------------------------------------------
 
 
-def create_canvas(
+def _validated(
     conn: Connection,
     workspace_id: str,
     data: CanvasDefinition | Mapping[str, Any],
-    *,
-    settings: MessagingSettings | None = None,
-) -> Canvas:
-    """Validate the whole journey (segment, filters, templates, channel settings), then save it as a draft."""
+    settings: MessagingSettings | None,
+) -> CanvasDefinition:
+    """The whole journey checked (segment, split filters, templates, channel settings); filters normalized."""
     definition = parse_model(CanvasDefinition, data, what="canvas")
     try:
         get_segment(conn, workspace_id, definition.entry_segment_id)
@@ -264,7 +263,18 @@ def create_canvas(
                 paths.append(path.model_copy(update={"filter": dump_filter(node)}))
             step = step.model_copy(update={"paths": paths})
         steps.append(step)
-    definition = definition.model_copy(update={"steps": steps})
+    return definition.model_copy(update={"steps": steps})
+
+
+def create_canvas(
+    conn: Connection,
+    workspace_id: str,
+    data: CanvasDefinition | Mapping[str, Any],
+    *,
+    settings: MessagingSettings | None = None,
+) -> Canvas:
+    """Validate the whole journey (segment, filters, templates, channel settings), then save it as a draft."""
+    definition = _validated(conn, workspace_id, data, settings)
     now = utcnow()
     canvas_id = f"cnv_{uuid.uuid4().hex}"
     try:
@@ -279,6 +289,39 @@ def create_canvas(
                     status="draft",
                     created_at=now,
                     updated_at=now,
+                )
+            )
+    except IntegrityError as exc:
+        raise AlreadyExists(f"a Canvas named {definition.name!r} already exists in this workspace") from exc
+    return get_canvas(conn, workspace_id, canvas_id)
+
+
+def update_canvas(
+    conn: Connection,
+    workspace_id: str,
+    canvas_id: str,
+    data: CanvasDefinition | Mapping[str, Any],
+    *,
+    settings: MessagingSettings | None = None,
+) -> Canvas:
+    """Replace a draft's journey, checked like a new one; or change nothing.
+
+    Only a draft can change: once users have entered, their positions name steps of the journey they entered.
+    """
+    current = get_canvas(conn, workspace_id, canvas_id)
+    if current.status != "draft":
+        raise InvalidRequest(f"Canvas {current.name!r} is {current.status}; only a draft can be edited")
+    definition = _validated(conn, workspace_id, data, settings)
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                update(canvases)
+                .where(canvases.c.workspace_id == workspace_id, canvases.c.id == canvas_id)
+                .values(
+                    name=definition.name,
+                    definition=definition.model_dump(mode="json"),
+                    entry_segment_id=definition.entry_segment_id,
+                    updated_at=utcnow(),
                 )
             )
     except IntegrityError as exc:

@@ -57,6 +57,30 @@ def unreachable_reason(channel: str, profile: Mapping[Any, Any]) -> str | None:
     return None
 
 
+def render_message(
+    message: EmailMessageSpec | WebhookMessageSpec, profile: Mapping[Any, Any], idempotency_key: str
+) -> OutgoingEmail | OutgoingWebhook:
+    """``message`` for one user, rendered as a send renders it; :class:`TemplateRenderError` says what failed."""
+    context = user_context(profile)
+    if isinstance(message, EmailMessageSpec):
+        return OutgoingEmail(
+            from_address=message.from_address,
+            to_address=str(profile.get("email") or ""),
+            subject=render(message.subject, context),
+            text=render(message.text, context),
+            html=render(message.html, context) if message.html is not None else None,
+            idempotency_key=idempotency_key,
+            reply_to=message.reply_to,
+        )
+    return OutgoingWebhook(
+        url=message.url,
+        body=render_json(message.body, context),
+        idempotency_key=idempotency_key,
+        headers=dict(message.headers),
+        timeout_seconds=message.timeout_seconds,
+    )
+
+
 class Deliverer:
     """Holds the channel connections for one run (one SMTP session, one HTTP connection pool)."""
 
@@ -96,26 +120,8 @@ class Deliverer:
         reason = unreachable_reason(message.channel, profile)
         if reason is not None:
             return Outcome("skipped", reason)
-        context = user_context(profile)
         try:
-            if isinstance(message, EmailMessageSpec):
-                outgoing: OutgoingEmail | OutgoingWebhook = OutgoingEmail(
-                    from_address=message.from_address,
-                    to_address=str(profile["email"]),
-                    subject=render(message.subject, context),
-                    text=render(message.text, context),
-                    html=render(message.html, context) if message.html is not None else None,
-                    idempotency_key=idempotency_key,
-                    reply_to=message.reply_to,
-                )
-            else:
-                outgoing = OutgoingWebhook(
-                    url=message.url,
-                    body=render_json(message.body, context),
-                    idempotency_key=idempotency_key,
-                    headers=dict(message.headers),
-                    timeout_seconds=message.timeout_seconds,
-                )
+            outgoing = render_message(message, profile, idempotency_key)
         except TemplateRenderError as exc:
             return Outcome("failed", exc.reason)
         if before_send is not None and not before_send():

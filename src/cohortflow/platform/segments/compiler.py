@@ -341,3 +341,9 @@ def compile_filter(conn: Connection, workspace_id: str, node: FilterNode, *, now
     "in the last N days" condition.
     """
     return _Compiler(conn, workspace_id, now).node(node)
+
+
+def cohort_pks(conn: Connection, workspace_id: str, filters: list[PartnerCohortFilter]) -> list[int]:
+    """The cohorts ``filters`` name, resolved in this workspace (unknown ones raise :class:`InvalidRequest`)."""
+    compiler = _Compiler(conn, workspace_id, datetime.now(UTC))
+    return [compiler.cohort_pk(f.partner, f.cohort_id) for f in filters]

@@ -16,18 +16,19 @@ from sqlalchemy.exc import IntegrityError
 
 from cohortflow.clock import as_utc, utcnow
 from cohortflow.platform.errors import InvalidRequest
-from cohortflow.platform.segments.compiler import DEFAULT_EMAIL_SUBSCRIPTION, compile_filter
+from cohortflow.platform.segments.compiler import DEFAULT_EMAIL_SUBSCRIPTION, cohort_pks, compile_filter
 from cohortflow.platform.segments.filters import (
     CUSTOM_OPERATORS,
     STANDARD_ATTRIBUTES,
     STANDARD_OPERATORS,
     FilterNode,
+    OrGroup,
     PartnerCohortFilter,
     dump_filter,
     parse_filter,
 )
 from cohortflow.platform.store.lookup import row_in_workspace
-from cohortflow.platform.store.schema import cohorts, data_import_keys, partners, segments, users
+from cohortflow.platform.store.schema import cohort_members, cohorts, data_import_keys, partners, segments, users
 
 MAX_NAME_LENGTH = 200
 MAX_PREVIEW = 1000
@@ -198,7 +199,15 @@ def segment_clause(conn: Connection, workspace_id: str, segment_id: str, *, now:
 
 
 def filter_size(conn: Connection, workspace_id: str, node: FilterNode, *, now: datetime) -> SegmentSize:
-    clause = compile_filter(conn, workspace_id, node, now=now)
+    """Exact counts for a filter: all its users, those reachable by email and by webhook (one query)."""
+    cohort_filters = _included_cohorts(node)
+    clause: ColumnElement[bool]
+    if cohort_filters is not None and len(cohort_filters) > 1:
+        # "In A or in B ...": one semi-join on the union of memberships instead of one subplan per cohort.
+        pks = sorted(set(cohort_pks(conn, workspace_id, cohort_filters)))
+        clause = users.c.id.in_(select(cohort_members.c.user_id).where(cohort_members.c.cohort_pk.in_(pks)))
+    else:
+        clause = compile_filter(conn, workspace_id, node, now=now)
     row = conn.execute(
         select(
             func.count().label("total"),
@@ -207,6 +216,38 @@ def filter_size(conn: Connection, workspace_id: str, node: FilterNode, *, now: d
         ).where(users.c.workspace_id == workspace_id, clause)
     ).one()
     return SegmentSize(total=int(row.total), reachable_email=int(row.email), reachable_webhook=int(row.webhook))
+
+
+def _included_cohorts(node: FilterNode) -> list[PartnerCohortFilter] | None:
+    """The cohorts of a filter that is "in cohort A" or "in A or in B or ...", else None."""
+    if isinstance(node, PartnerCohortFilter):
+        return [node] if node.operator == "includes" else None
+    if isinstance(node, OrGroup) and all(
+        isinstance(c, PartnerCohortFilter) and c.operator == "includes" for c in node.filters
+    ):
+        return [c for c in node.filters if isinstance(c, PartnerCohortFilter)]
+    return None
+
+
+def filter_count(conn: Connection, workspace_id: str, node: FilterNode, *, now: datetime) -> int:
+    """The exact number of users ``node`` selects, by the cheapest exact route (no reachability counts).
+
+    A filter that is only cohort membership ("in A", "in A or in B") is counted in ``cohort_members`` alone,
+    without reading ``users``: a cohort's members are users of the cohort's workspace by construction (imports
+    match users of that workspace; merges move memberships and deletions remove them). At 10M users that is
+    ~0.1 s for a 1M-member cohort instead of a scan of the workspace's users. Anything else is counted with the
+    compiled filter, like :func:`filter_size` without its per-channel columns.
+    """
+    cohort_filters = _included_cohorts(node)
+    if cohort_filters is not None:
+        pks = sorted(set(cohort_pks(conn, workspace_id, cohort_filters)))
+        members = select(cohort_members.c.user_id).where(cohort_members.c.cohort_pk.in_(pks))
+        if len(pks) == 1:
+            return int(conn.execute(select(func.count()).select_from(members.subquery())).scalar_one())
+        distinct = members.distinct().subquery()
+        return int(conn.execute(select(func.count()).select_from(distinct)).scalar_one())
+    clause = compile_filter(conn, workspace_id, node, now=now)
+    return int(conn.execute(select(func.count()).where(users.c.workspace_id == workspace_id, clause)).scalar_one())
 
 
 def segment_size(conn: Connection, workspace_id: str, segment_id: str, *, now: datetime) -> SegmentSize:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    func,
 )
 
 from cohortflow.sqltypes import TS, BigId, Json, new_metadata
@@ -308,6 +309,8 @@ segments = Table(
 
 # "Cohort AND country" segments count from this index alone (see migration 0002).
 Index("ix_users_workspace_country", users.c.workspace_id, users.c.country, users.c.id)
+# Users found by email address, as identity.find_by_email compares it (migration 0010).
+Index("ix_users_workspace_email_lower", users.c.workspace_id, func.lower(users.c.email))
 
 # --- messaging
 

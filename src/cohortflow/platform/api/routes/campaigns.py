@@ -1,16 +1,20 @@
-"""Campaigns: create, list, show, send now, schedule, the per-user send log and statistics."""
+"""Campaigns: create, list, show, update, preview a message for a user, send now, schedule, the per-user send log
+and statistics."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from cohortflow.platform.api.deps import RestWorkspace, Runtime
 from cohortflow.platform.bounds import RowId, UtcDateTime
 from cohortflow.platform.messaging import campaigns
 from cohortflow.platform.messaging.campaigns import CampaignDefinition
+from cohortflow.platform.messaging.channels import OutgoingEmail
+from cohortflow.platform.messaging.messages import MessageSpec
+from cohortflow.platform.messaging.preview import preview_message
 from cohortflow.settings import MessagingSettings, get_settings
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
@@ -21,6 +25,13 @@ def messaging_settings() -> MessagingSettings:
 
 
 Messaging = Annotated[MessagingSettings, Depends(messaging_settings)]
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: MessageSpec
+    user: str = Field(description="The user to render for: an external ID, or else a Braze ID.")
 
 
 class ScheduleRequest(BaseModel):
@@ -37,6 +48,29 @@ def create_campaign(
         return campaigns.create_campaign(conn, workspace_id, body, settings=settings).to_dict()
 
 
+@router.post("/preview", summary="Render a message for one user, as a send would (nothing is sent)")
+def preview(body: PreviewRequest, runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, Any]:
+    with runtime.transaction() as conn:
+        shown = preview_message(conn, workspace_id, body.message, body.user)
+    outgoing = shown.outgoing
+    rendered: dict[str, Any] | None = None
+    if isinstance(outgoing, OutgoingEmail):
+        rendered = {
+            "to": outgoing.to_address,
+            "subject": outgoing.subject,
+            "text": outgoing.text,
+            "html": outgoing.html,
+        }
+    elif outgoing is not None:
+        rendered = {"url": outgoing.url, "body": outgoing.body, "headers": outgoing.headers}
+    return {
+        "user": {"external_id": shown.external_id, "braze_id": shown.braze_id},
+        "skipped": shown.skipped,
+        "failed": shown.failed,
+        "rendered": rendered,
+    }
+
+
 @router.get("", summary="List campaigns")
 def list_campaigns(runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, Any]:
     with runtime.transaction() as conn:
@@ -47,6 +81,14 @@ def list_campaigns(runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, A
 def get_campaign(campaign_id: str, runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, Any]:
     with runtime.transaction() as conn:
         return campaigns.get_campaign(conn, workspace_id, campaign_id).to_dict()
+
+
+@router.put("/{campaign_id}", summary="Replace a campaign's definition (validated whole; nothing changes on error)")
+def update_campaign(
+    campaign_id: str, body: CampaignDefinition, runtime: Runtime, workspace_id: RestWorkspace, settings: Messaging
+) -> dict[str, Any]:
+    with runtime.transaction() as conn:
+        return campaigns.update_campaign(conn, workspace_id, campaign_id, body, settings=settings).to_dict()
 
 
 @router.post("/{campaign_id}/send-now", status_code=202, summary="Start a send now; it runs in the background")

@@ -1,4 +1,4 @@
-"""Canvases: create, list, show, start and per-step statistics. The worker advances users."""
+"""Canvases: create, list, show, edit a draft, start and per-step statistics. The worker advances users."""
 
 from __future__ import annotations
 
@@ -32,6 +32,14 @@ def list_canvases(runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, An
 def get_canvas(canvas_id: str, runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, Any]:
     with runtime.transaction() as conn:
         return canvas.get_canvas(conn, workspace_id, canvas_id).to_dict()
+
+
+@router.put("/{canvas_id}", summary="Replace a draft Canvas's journey (validated whole; nothing changes on error)")
+def update_canvas(
+    canvas_id: str, body: CanvasDefinition, runtime: Runtime, workspace_id: RestWorkspace, settings: Messaging
+) -> dict[str, Any]:
+    with runtime.transaction() as conn:
+        return canvas.update_canvas(conn, workspace_id, canvas_id, body, settings=settings).to_dict()
 
 
 @router.post("/{canvas_id}/start", summary="Activate a draft Canvas; users enter on its entry schedule")
