@@ -33,8 +33,10 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module: Playwright's sync API keeps an event loop running on the main thread
+    while it is open, and another module's Playwright (tests/sync's web app) cannot start beside it."""
     if not CHROMIUM.exists():
         if os.environ.get(REQUIRE_BROWSER_ENV) == "1":
             pytest.fail(f"{CHROMIUM} is missing but {REQUIRE_BROWSER_ENV}=1")
