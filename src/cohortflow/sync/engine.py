@@ -19,8 +19,8 @@ import duckdb
 import pyarrow as pa
 import structlog
 
+from cohortflow.aio import run_blocking
 from cohortflow.settings import get_settings
-from cohortflow.sync.aio import run_blocking
 from cohortflow.sync.debugger import RequestRecorder, save_samples
 from cohortflow.sync.delivery import Delivery, DeliveryTotals
 from cohortflow.sync.destinations import bind_sync

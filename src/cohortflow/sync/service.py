@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from cohortflow.sync.aio import run_blocking
+from cohortflow.aio import run_blocking
 from cohortflow.sync.config import (
     BrazeCohortsDestination,
     CreateCohort,

@@ -1,4 +1,4 @@
-"""Running the sync's asynchronous work (delivery, destination calls) from blocking code."""
+"""Running asynchronous work (sync delivery, messaging sends, destination calls) from blocking code."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ T = TypeVar("T")
 
 
 def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
-    """Run delivery's event loop: uvloop where available (about a tenth less CPU per request than the
-    default loop in bench/bench_sync_delivery_cpu.py, which adds up while a run holds the rate limit for
-    hours), else asyncio's own.
+    """Run ``coro`` to completion on a new event loop: uvloop where available (about a tenth less CPU per
+    request than the default loop in bench/bench_sync_delivery_cpu.py, which adds up while a sync holds the rate
+    limit for hours), else asyncio's own.
 
-    ``run_sync`` is a blocking call; when its caller's thread already runs an event loop (an async web app,
-    a notebook, Playwright's sync API), the run gets a thread of its own instead of failing.
+    The callers (``run_sync``, a campaign send) are blocking calls; when their thread already runs an event
+    loop (an async web app, a notebook, Playwright's sync API in a test), the work gets a thread of its own
+    instead of failing.
     """
     try:
         asyncio.get_running_loop()
