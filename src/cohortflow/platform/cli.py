@@ -45,6 +45,7 @@ from cohortflow.platform.messaging_cli import campaign_group, canvas_group, work
 from cohortflow.platform.segments_cli import segment_group
 from cohortflow.redact import redact_urls
 from cohortflow.settings import get_settings
+from cohortflow.web.accounts import generate_password
 
 QUICKSTART_WORKSPACE = "default"
 QUICKSTART_PARTNER = "hightouch"
@@ -399,7 +400,7 @@ def quickstart(host: str | None, port: int | None, as_json: bool) -> None:
         info, import_key = import_keys.create_import_key(conn, workspace_id, QUICKSTART_PARTNER)
         admin_password: str | None = None
         if not dashboard_users.any_admin(conn):
-            admin_password = dashboard_users.generate_password()
+            admin_password = generate_password()
             dashboard_users.create_user(conn, QUICKSTART_ADMIN, "admin", admin_password, [workspace_id])
 
     payload = {

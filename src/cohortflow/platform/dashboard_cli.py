@@ -13,6 +13,7 @@ import click
 from cohortflow.platform import dashboard_users
 from cohortflow.platform.cli_common import emit, json_option, resolve_workspace, table, transaction, when
 from cohortflow.platform.dashboard_users import DashboardUser, Role
+from cohortflow.web.accounts import generate_password
 
 
 def user_payload(user: DashboardUser) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def _password(from_stdin: bool) -> tuple[str, bool]:
     """The password to set, and whether it was generated (and so must be printed)."""
     if from_stdin:
         return sys.stdin.readline().rstrip("\n"), False
-    return dashboard_users.generate_password(), True
+    return generate_password(), True
 
 
 @click.group("user")

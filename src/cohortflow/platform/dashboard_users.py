@@ -4,16 +4,14 @@ Two roles, as in the issue: an **admin** manages keys, partners and dashboard us
 segments, campaigns and Canvas and never sees a key. A user sees only the workspaces granted to it; another
 workspace does not exist for it (``NotFound``, so the dashboard answers 404 and reveals nothing).
 
-Sessions live here too (:class:`DatabaseSessionStore`): every server process reads the same table, and
-logging out or disabling a user ends its sessions at once.
+Sessions are in the platform database (``dashboard_sessions``, through the kit's
+:class:`~cohortflow.web.accounts.SqlSessionStore`): every server process reads the same table, and logging out,
+a new password or disabling a user ends its sessions at once.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -25,10 +23,8 @@ from cohortflow.clock import as_utc, utcnow
 from cohortflow.platform.errors import AlreadyExists, InvalidRequest, NotFound, PermissionDenied
 from cohortflow.platform.store.schema import dashboard_sessions, dashboard_user_workspaces, dashboard_users
 from cohortflow.platform.workspaces import get_workspace
+from cohortflow.web.accounts import generate_password, normalize_email
 from cohortflow.web.passwords import hash_password
-from cohortflow.web.sessions import Session
-
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
 class Role(StrEnum):
@@ -50,16 +46,11 @@ class DashboardUser:
         return self.role is Role.ADMIN
 
 
-def generate_password() -> str:
-    """A password for a new account, shown once (about 96 bits)."""
-    return secrets.token_urlsafe(12)
-
-
 def _normalize_email(email: str) -> str:
-    normalized = email.strip().lower()
-    if not _EMAIL.match(normalized) or len(normalized) > 320:
-        raise InvalidRequest(f"{email!r} is not an e-mail address")
-    return normalized
+    try:
+        return normalize_email(email)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
 
 
 def create_user(
@@ -229,23 +220,6 @@ def list_users(conn: Connection, workspace_id: str | None = None) -> list[Dashbo
     return [_user(conn, r) for r in conn.execute(query)]
 
 
-def credentials(conn: Connection, email: str) -> tuple[int, str] | None:
-    """An enabled account's id and password hash, for sign-in."""
-    row = conn.execute(
-        select(dashboard_users.c.id, dashboard_users.c.password_hash).where(
-            dashboard_users.c.email == email.strip().lower(), dashboard_users.c.disabled_at.is_(None)
-        )
-    ).first()
-    return (int(row.id), str(row.password_hash)) if row else None
-
-
-def record_login(conn: Connection, user_id: int, new_password_hash: str | None) -> None:
-    values: dict[str, object] = {"last_login_at": utcnow()}
-    if new_password_hash:
-        values["password_hash"] = new_password_hash
-    conn.execute(update(dashboard_users).where(dashboard_users.c.id == user_id).values(**values))
-
-
 # --- access rules --------------------------------------------------------------------------------------
 
 
@@ -258,66 +232,3 @@ def require_workspace(user: DashboardUser, workspace_id: str) -> None:
 def require_admin(user: DashboardUser) -> None:
     if not user.is_admin:
         raise PermissionDenied("Only an admin can manage keys, partners and dashboard users.")
-
-
-# --- sessions ------------------------------------------------------------------------------------------
-
-
-class DatabaseSessionStore:
-    """The web kit's :class:`~cohortflow.web.sessions.SessionStore`, in the platform database."""
-
-    def __init__(self, transaction: Callable[[], AbstractContextManager[Connection]]) -> None:
-        self._transaction = transaction
-
-    def create(self, token_digest: str, session: Session) -> None:
-        with self._transaction() as conn:
-            now = utcnow()
-            # Expired sessions of this user go when it signs in again, so the table does not grow forever.
-            conn.execute(
-                delete(dashboard_sessions).where(
-                    dashboard_sessions.c.user_id == session.user_id, dashboard_sessions.c.expires_at <= now
-                )
-            )
-            conn.execute(
-                insert(dashboard_sessions).values(
-                    token_hash=token_digest,
-                    user_id=session.user_id,
-                    csrf_token=session.csrf_token,
-                    created_at=now,
-                    expires_at=session.expires_at,
-                )
-            )
-
-    def load(self, token_digest: str, now: datetime) -> Session | None:
-        with self._transaction() as conn:
-            row = conn.execute(
-                select(dashboard_sessions)
-                .join(dashboard_users, dashboard_users.c.id == dashboard_sessions.c.user_id)
-                .where(
-                    dashboard_sessions.c.token_hash == token_digest,
-                    dashboard_sessions.c.expires_at > now,
-                    dashboard_users.c.disabled_at.is_(None),
-                )
-            ).first()
-        if row is None:
-            return None
-        return Session(user_id=int(row.user_id), csrf_token=str(row.csrf_token), expires_at=as_utc(row.expires_at))
-
-    def delete(self, token_digest: str) -> None:
-        with self._transaction() as conn:
-            conn.execute(delete(dashboard_sessions).where(dashboard_sessions.c.token_hash == token_digest))
-
-
-class DatabaseAccounts:
-    """The web kit's :class:`~cohortflow.web.kit.Accounts`, over :func:`credentials` and :func:`record_login`."""
-
-    def __init__(self, transaction: Callable[[], AbstractContextManager[Connection]]) -> None:
-        self._transaction = transaction
-
-    def credentials(self, email: str) -> tuple[int, str] | None:
-        with self._transaction() as conn:
-            return credentials(conn, email)
-
-    def logged_in(self, user_id: int, new_password_hash: str | None) -> None:
-        with self._transaction() as conn:
-            record_login(conn, user_id, new_password_hash)

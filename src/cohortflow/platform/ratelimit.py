@@ -14,20 +14,19 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
 import structlog
 from limits import RateLimitItemPerHour
 from limits.storage import SlidingWindowCounterSupport, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter, RateLimiter, SlidingWindowCounterRateLimiter
 from limits.util import WindowStats
-from sqlalchemy import Connection, Engine, case, delete, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine
 
+from cohortflow.counters import TableCounterStorage
 from cohortflow.platform.errors import RateLimited
 from cohortflow.platform.store.locking import bounded_transaction
 from cohortflow.platform.store.schema import rate_limit_counters
-from cohortflow.platform.store.upsert import upsert_insert
 from cohortflow.settings import PlatformSettings
 from cohortflow.wire.cohort_import import Messages
 
@@ -37,80 +36,19 @@ _NAMESPACE = "cohortflow-partner"
 DATABASE_STORAGE = "database"
 
 
-class DatabaseStorage(Storage):
+class DatabaseStorage(TableCounterStorage):
     """A ``limits`` storage in the platform database: one ``rate_limit_counters`` row per key.
 
     A hit is one upsert committed before the request's own transaction (so it counts even when the request
-    then fails, and the counter row stays locked only for a moment). A window that has ended restarts at the
-    next hit, so rows never need sweeping. A lock wait past ``lock_wait_seconds`` is :class:`ResourceLocked`,
-    as for the request it belongs to.
+    then fails, and the counter row stays locked only for a moment). A lock wait past ``lock_wait_seconds`` is
+    :class:`ResourceLocked`, as for the request it belongs to: on SQLite this write waits for the one writer lock.
     """
 
-    STORAGE_SCHEME = None
-
     def __init__(self, engine: Engine, lock_wait_seconds: float) -> None:
-        super().__init__(wrap_exceptions=False)
-        self.engine = engine
+        super().__init__(
+            engine, rate_limit_counters, transaction=partial(bounded_transaction, engine, lock_wait_seconds)
+        )
         self.lock_wait_seconds = lock_wait_seconds
-
-    @property
-    def base_exceptions(self) -> type[Exception]:
-        return SQLAlchemyError
-
-    def hit_window(self, key: str, expiry: int, amount: int = 1, conn: Connection | None = None) -> tuple[int, float]:
-        """Add ``amount`` to ``key``'s window and return its count and end (epoch seconds) after the hit.
-
-        One statement: the fixed window's whole hit, and everything ``X-RateLimit-*`` needs. With ``conn`` it
-        runs in that transaction (the caller commits it, before its request's own work).
-        """
-        if conn is None:
-            # Bounded like the request's own transaction: on SQLite this write waits for the one writer lock.
-            with bounded_transaction(self.engine, self.lock_wait_seconds) as own:
-                return self.hit_window(key, expiry, amount, own)
-        now = time.time()
-        c = rate_limit_counters.c
-        insert = upsert_insert(conn, rate_limit_counters).values(key=key, count=amount, expires_at=now + expiry)
-        ended = c.expires_at <= now
-        statement = insert.on_conflict_do_update(
-            index_elements=[c.key],
-            set_={
-                "count": case((ended, insert.excluded.count), else_=c.count + insert.excluded.count),
-                "expires_at": case((ended, insert.excluded.expires_at), else_=c.expires_at),
-            },
-        ).returning(c.count, c.expires_at)
-        count, expires_at = conn.execute(statement).one()
-        return int(count), float(expires_at)
-
-    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        return self.hit_window(key, expiry, amount)[0]
-
-    def _live(self, key: str, column: Any) -> Any:
-        c = rate_limit_counters.c
-        with bounded_transaction(self.engine, self.lock_wait_seconds) as conn:
-            return conn.execute(select(column).where(c.key == key, c.expires_at > time.time())).scalar()
-
-    def get(self, key: str) -> int:
-        return int(self._live(key, rate_limit_counters.c.count) or 0)
-
-    def get_expiry(self, key: str) -> float:
-        expires_at = self._live(key, rate_limit_counters.c.expires_at)
-        return float(expires_at) if expires_at is not None else time.time()
-
-    def check(self) -> bool:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(select(1))
-            return True
-        except SQLAlchemyError:
-            return False
-
-    def reset(self) -> int | None:
-        with bounded_transaction(self.engine, self.lock_wait_seconds) as conn:
-            return int(conn.execute(delete(rate_limit_counters)).rowcount)
-
-    def clear(self, key: str) -> None:
-        with bounded_transaction(self.engine, self.lock_wait_seconds) as conn:
-            conn.execute(delete(rate_limit_counters).where(rate_limit_counters.c.key == key))
 
 
 @dataclass(frozen=True)

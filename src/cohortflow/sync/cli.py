@@ -510,7 +510,7 @@ def user_group() -> None:
 
 
 def _password(password_stdin: bool) -> tuple[str, bool]:
-    from cohortflow.sync.web_users import generate_password
+    from cohortflow.web.accounts import generate_password
 
     if password_stdin:
         return sys.stdin.readline().rstrip("\n"), False

@@ -8,8 +8,6 @@ password or disabling a user ends its sessions at once.
 
 from __future__ import annotations
 
-import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -17,14 +15,12 @@ from enum import StrEnum
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cohortflow.clock import as_utc, utcnow
+from cohortflow.clock import as_utc
 from cohortflow.sync.errors import Forbidden, InvalidInput, UnknownObject
 from cohortflow.sync.state import StateStore
 from cohortflow.sync.state.schema import sync_web_sessions, sync_web_users
+from cohortflow.web.accounts import normalize_email
 from cohortflow.web.passwords import hash_password
-from cohortflow.web.sessions import Session
-
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
 class Role(StrEnum):
@@ -45,15 +41,11 @@ class WebUser:
         return self.role is Role.ADMIN
 
 
-def generate_password() -> str:
-    return secrets.token_urlsafe(12)
-
-
 def _email(email: str) -> str:
-    normalized = email.strip().lower()
-    if not _EMAIL.match(normalized) or len(normalized) > 320:
-        raise InvalidInput(f"{email!r} is not an e-mail address")
-    return normalized
+    try:
+        return normalize_email(email)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
 
 
 def _user(row: object) -> WebUser:
@@ -132,70 +124,3 @@ def set_password(store: StateStore, email: str, password: str) -> WebUser:
 def require_admin(user: WebUser) -> None:
     if not user.is_admin:
         raise Forbidden("Only an admin can change the configuration (sources, models, destinations, syncs).")
-
-
-class StateSessionStore:
-    """The web kit's :class:`~cohortflow.web.sessions.SessionStore` in the state database."""
-
-    def __init__(self, store: StateStore) -> None:
-        self.store = store
-
-    def create(self, token_digest: str, session: Session) -> None:
-        now = utcnow()
-        with self.store.transaction() as conn:
-            conn.execute(
-                delete(sync_web_sessions).where(
-                    sync_web_sessions.c.user_id == session.user_id, sync_web_sessions.c.expires_at <= now
-                )
-            )
-            conn.execute(
-                insert(sync_web_sessions).values(
-                    token_hash=token_digest,
-                    user_id=session.user_id,
-                    csrf_token=session.csrf_token,
-                    created_at=now,
-                    expires_at=session.expires_at,
-                )
-            )
-
-    def load(self, token_digest: str, now: datetime) -> Session | None:
-        with self.store.engine.connect() as conn:
-            row = conn.execute(
-                select(sync_web_sessions)
-                .join(sync_web_users, sync_web_users.c.id == sync_web_sessions.c.user_id)
-                .where(
-                    sync_web_sessions.c.token_hash == token_digest,
-                    sync_web_sessions.c.expires_at > now,
-                    sync_web_users.c.disabled_at.is_(None),
-                )
-            ).first()
-        if row is None:
-            return None
-        return Session(user_id=int(row.user_id), csrf_token=str(row.csrf_token), expires_at=as_utc(row.expires_at))
-
-    def delete(self, token_digest: str) -> None:
-        with self.store.transaction() as conn:
-            conn.execute(delete(sync_web_sessions).where(sync_web_sessions.c.token_hash == token_digest))
-
-
-class StateAccounts:
-    """The web kit's :class:`~cohortflow.web.kit.Accounts` over ``sync_web_users``."""
-
-    def __init__(self, store: StateStore) -> None:
-        self.store = store
-
-    def credentials(self, email: str) -> tuple[int, str] | None:
-        with self.store.engine.connect() as conn:
-            row = conn.execute(
-                select(sync_web_users.c.id, sync_web_users.c.password_hash).where(
-                    sync_web_users.c.email == email.strip().lower(), sync_web_users.c.disabled_at.is_(None)
-                )
-            ).first()
-        return (int(row.id), str(row.password_hash)) if row else None
-
-    def logged_in(self, user_id: int, new_password_hash: str | None) -> None:
-        values: dict[str, object] = {"last_login_at": utcnow()}
-        if new_password_hash:
-            values["password_hash"] = new_password_hash
-        with self.store.transaction() as conn:
-            conn.execute(update(sync_web_users).where(sync_web_users.c.id == user_id).values(**values))

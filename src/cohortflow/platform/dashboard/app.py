@@ -20,11 +20,12 @@ from cohortflow.platform.dashboard.views import (
     technology_partners,
     users,
 )
-from cohortflow.platform.dashboard_users import DatabaseAccounts, DatabaseSessionStore
 from cohortflow.platform.errors import PlatformError
 from cohortflow.platform.ratelimit import DatabaseStorage
 from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.platform.store.schema import dashboard_sessions, dashboard_users
 from cohortflow.web import WebKit
+from cohortflow.web.accounts import SqlAccounts, SqlSessionStore
 from cohortflow.web.sessions import SessionManager
 from cohortflow.web.throttle import LoginThrottle
 
@@ -35,8 +36,10 @@ def create_dashboard(runtime: PlatformRuntime) -> FastAPI:
     kit = WebKit(
         product_name="cohortflow",
         templates_dir=Path(__file__).parent / "templates",
-        sessions=SessionManager(DatabaseSessionStore(runtime.transaction)),
-        accounts=DatabaseAccounts(runtime.transaction),
+        sessions=SessionManager(
+            SqlSessionStore(dashboard_sessions, dashboard_users, write=runtime.transaction, read=runtime.read)
+        ),
+        accounts=SqlAccounts(dashboard_users, write=runtime.transaction, read=runtime.read),
         # Failed sign-ins count in the platform database, so every server process sees the same count.
         throttle=LoginThrottle(DatabaseStorage(runtime.engine, runtime.settings.cohort_lock_wait_seconds)),
         context=access.template_context,

@@ -8,15 +8,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
+from cohortflow.counters import TableCounterStorage
 from cohortflow.sync.api.errors import status_for
 from cohortflow.sync.errors import SyncError
-from cohortflow.sync.state.schema import sync_rate_counters
-from cohortflow.sync.web_users import StateAccounts, StateSessionStore
+from cohortflow.sync.state.schema import sync_rate_counters, sync_web_sessions, sync_web_users
 from cohortflow.sync.webapp import access, filters
 from cohortflow.sync.webapp.views import destinations, home, models, runs, sources, syncs
 from cohortflow.sync.workspace import LiveWorkspace
 from cohortflow.web import WebKit
-from cohortflow.web.counters import TableCounterStorage
+from cohortflow.web.accounts import SqlAccounts, SqlSessionStore
 from cohortflow.web.sessions import SessionManager
 from cohortflow.web.throttle import LoginThrottle
 
@@ -30,8 +30,10 @@ def create_webapp(live: LiveWorkspace) -> FastAPI:
     kit = WebKit(
         product_name="cohortflow sync",
         templates_dir=HERE / "templates",
-        sessions=SessionManager(StateSessionStore(store)),
-        accounts=StateAccounts(store),
+        sessions=SessionManager(
+            SqlSessionStore(sync_web_sessions, sync_web_users, write=store.transaction, read=store.engine.connect)
+        ),
+        accounts=SqlAccounts(sync_web_users, write=store.transaction, read=store.engine.connect),
         # Failed sign-ins count in the state database, so every sync serve process sees the same count.
         throttle=LoginThrottle(TableCounterStorage(store.engine, sync_rate_counters)),
         context=access.template_context,
