@@ -15,12 +15,10 @@ from annotated_types import Ge, Le
 from pydantic import AfterValidator
 
 from cohortflow.clock import to_utc
+from cohortflow.filter_trees import INT64_MAX, INT64_MIN, MAX_DAYS
 
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
-# Longest Canvas delay and furthest look-back of a segment filter: far beyond any real journey or audience, and
-# far inside what ``datetime`` arithmetic on "now" can represent.
-MAX_DAYS: Final = 36_500
+__all__ = ["INT64_MAX", "INT64_MIN", "MAX_DAYS"]  # re-exported: the platform's bounds, shared with filter trees
+
 MAX_DURATION: Final = timedelta(days=MAX_DAYS)
 
 # A money amount (a purchase's price): past any real price, and far enough inside a double that sums of prices

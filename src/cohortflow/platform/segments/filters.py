@@ -38,7 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from pydantic import model_validator as _model_validator
 
 from cohortflow.clock import to_utc
-from cohortflow.platform.bounds import INT64_MAX, INT64_MIN, MAX_DAYS
+from cohortflow.filter_trees import INT64_MAX, MAX_DAYS, FilterInt
+from cohortflow.filter_trees import Node as _Node
+from cohortflow.filter_trees import describe_value as _kind
 from cohortflow.platform.errors import InvalidRequest
 
 MAX_NODES = 500
@@ -96,29 +98,11 @@ STANDARD_OPERATORS: dict[StandardKind, tuple[str, ...]] = {
     "timestamp": ("before", "after", "within_last_days", "exists", "does_not_exist"),
 }
 
-# Integers are compared in SQL: one past a BIGINT would fail in the driver instead of as a 400.
-FilterInt = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
 Scalar = StrictStr | FilterInt | StrictFloat | StrictBool
 Value = Scalar | list[StrictStr | FilterInt | StrictFloat | StrictBool] | None
 # A filter's look-back in days, subtracted from "now".
 LookBackDays = Annotated[StrictInt, Field(ge=1, le=MAX_DAYS)]
 Count = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
-
-
-class _Node(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "no value"
-    if isinstance(value, bool):
-        return f"boolean {'true' if value else 'false'}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    return "a list"
 
 
 def parse_date_value(value: str) -> datetime:

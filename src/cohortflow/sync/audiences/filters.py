@@ -31,13 +31,13 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+
+from cohortflow.filter_trees import INT64_MAX, MAX_DAYS, FilterInt, describe_value
+from cohortflow.filter_trees import Node as _Node
 
 MAX_NODES = 500
 MAX_LIST_VALUES = 1000
-# A look-back longer than a century is a typo, and would leave datetime's range for old "now" values.
-MAX_DAYS = 36_500
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 ColumnType = Literal["text", "number", "boolean", "date", "timestamp"]
 COLUMN_TYPES: tuple[str, ...] = ("text", "number", "boolean", "date", "timestamp")
@@ -95,31 +95,10 @@ OPERATORS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "timestamp": _TEMPORAL,
 }
 
-# Integers are compared in the warehouse: one past a BIGINT would fail there instead of here.
-FilterInt = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
 # YAML reads an unquoted 2024-05-01 as a date; JSON sends strings, parsed once the column's type is known.
 Scalar = StrictBool | FilterInt | StrictFloat | datetime | date | StrictStr
 Value = Scalar | list[Scalar] | None
 Days = Annotated[StrictInt, Field(ge=1, le=MAX_DAYS)]
-
-
-class _Node(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def describe_value(value: object) -> str:
-    """A value as error messages name it."""
-    if value is None:
-        return "no value"
-    if isinstance(value, bool):
-        return f"boolean {'true' if value else 'false'}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"
-    if isinstance(value, datetime | date):
-        return f"date {value.isoformat()}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    return "a list"
 
 
 def temporal_value(value: object, column_type: str) -> date | datetime:

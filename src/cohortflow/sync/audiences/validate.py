@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cohortflow.filter_trees import describe_value
 from cohortflow.sync.audiences.config import AudienceConfig, AudienceRef, ParentConfig
 from cohortflow.sync.audiences.filters import (
     MAX_NODES,
@@ -24,7 +25,6 @@ from cohortflow.sync.audiences.filters import (
     RelatedCondition,
     children,
     count_nodes,
-    describe_value,
     temporal_value,
 )
 from cohortflow.sync.audiences.schema import NUMERIC_AGGREGATES, parent_columns, relations
