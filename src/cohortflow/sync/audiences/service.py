@@ -160,6 +160,12 @@ def describe_schema(workspace: Workspace) -> list[dict[str, Any]]:
 DRAFT = "draft"
 
 
+def draft_name(workspace: Workspace) -> str:
+    """The name a new audience is checked under before it has one: ``draft``, unless an audience has it."""
+    taken = workspace.config.audiences
+    return next(n for n in (DRAFT, *(f"{DRAFT}_{i}" for i in range(2, 10_000))) if n not in taken)
+
+
 def draft_size(
     workspace: Workspace,
     definition: Mapping[str, Any],
@@ -174,9 +180,7 @@ def draft_size(
     that include it see the draft). A :class:`ConfigError` names each problem; nothing is written."""
     if not 0 <= sample <= MAX_SAMPLE_ROWS:
         raise InvalidInput(f"sample must be between 0 and {MAX_SAMPLE_ROWS}")
-    if name is None:
-        taken = workspace.config.audiences
-        name = next(n for n in (DRAFT, *(f"{DRAFT}_{i}" for i in range(2, 10_000))) if n not in taken)
+    name = name or draft_name(workspace)
     draft = preview(workspace, name, definition)
     return audience_size(draft, AudienceRef(name=name, split=split), sample=sample, now=now)
 
