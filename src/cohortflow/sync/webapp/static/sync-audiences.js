@@ -48,7 +48,9 @@
       out = { kind: "property", column: node.column, operator: node.operator, value: node.value === undefined ? null : node.value };
     } else if (node.type === "related" || node.type === "performed") {
       var w = whereList(node.where);
-      out = { kind: node.type, count: node.count || { operator: "at_least", value: 1 }, where: w.list, whereRaw: w.raw };
+      // The JSON leaves defaults out: a count of {value: 2} is "at least 2".
+      var count = Object.assign({ operator: "at_least", value: 1 }, node.count || {});
+      out = { kind: node.type, count: count, where: w.list, whereRaw: w.raw };
       if (node.type === "related") { out.relation = node.relation; } else {
         out.event = node.event;
         out.window = node.within_last_days ? "last" : (node.after || node.before ? "range" : "ever");
@@ -362,7 +364,7 @@
     var parent = parents[state.parent] || { columns: [], traits: [], related: [], events: [] };
     var box = el("div", { class: "group" + (depth ? " nested" : ""), "data-node": String(node.id) });
     var head = el("div", { class: "group-head" }, [
-      el("span", { class: "word", text: depth ? "People who match" : "People of " + state.parent + " who match" }),
+      el("span", { class: "word", text: "People who match" }),
       select(depth ? "Match (group)" : "Match", [["and", "all"], ["or", "any"]], node.op, function (v) { node.op = v; }),
       el("span", { class: "word", text: "of these conditions" })
     ]);
@@ -499,6 +501,7 @@
     sizeEl.textContent = fmt(answer.size);
     var share = answer.parent_rows ? " (" + (100 * answer.size / answer.parent_rows).toFixed(1) + "%)" : "";
     document.getElementById("aud-of").textContent = "of " + fmt(answer.parent_rows) + " people" + share;
+    document.getElementById("aud-chip-size").textContent = fmt(answer.size) + " of " + fmt(answer.parent_rows) + " people" + share;
     var groups = document.getElementById("aud-groups");
     groups.textContent = "";
     Object.keys(answer.groups).forEach(function (g) {
@@ -520,10 +523,12 @@
   var seq = 0;
   var timer = null;
   var panel = document.getElementById("aud-panel");
+  var chip = document.getElementById("aud-chip");
 
   function refresh() {
     var mine = ++seq;
     panel.classList.add("loading");
+    chip.classList.add("loading");
     panel.setAttribute("aria-busy", "true");
     var meta = document.querySelector('meta[name="csrf-token"]');
     fetch(previewUrl, {
@@ -537,6 +542,7 @@
     }).then(function (answer) {
       if (!answer || mine !== seq) { return; }
       panel.classList.remove("loading");
+      chip.classList.remove("loading");
       panel.removeAttribute("aria-busy");
       if (answer.ok) {
         clearProblems();
@@ -545,6 +551,7 @@
       } else {
         panel.classList.add("stale");
         document.getElementById("aud-of").textContent = "fix the problems to see the size";
+        document.getElementById("aud-chip-size").textContent = "fix the problems to see the size";
         showProblems(answer.problems || [{ path: null, message: answer.message || "the preview failed" }]);
       }
     }).catch(function () {
