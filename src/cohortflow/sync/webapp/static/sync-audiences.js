@@ -546,10 +546,14 @@
       panel.removeAttribute("aria-busy");
       if (answer.ok) {
         clearProblems();
+        // A refused save's summary is about a definition that is no longer the one on screen.
+        var refused = document.getElementById("aud-refused");
+        if (refused) { refused.remove(); }
         panel.classList.remove("stale");
         showSize(answer);
       } else {
         panel.classList.add("stale");
+        document.getElementById("aud-size").textContent = "–";
         document.getElementById("aud-of").textContent = "fix the problems to see the size";
         document.getElementById("aud-chip-size").textContent = "fix the problems to see the size";
         showProblems(answer.problems || [{ path: null, message: answer.message || "the preview failed" }]);
