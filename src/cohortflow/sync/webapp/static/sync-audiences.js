@@ -253,6 +253,7 @@
   }
 
   function propertyRow(node, columns, groups, label) {
+    var touched = function () { node.fresh = false; };
     var type = columnType(columns, node.column);
     var operators = (columns.filter(function (c) { return c.name === node.column; })[0] || { operators: [] }).operators;
     var parts = [];
@@ -266,7 +267,11 @@
       if (valueKind(type, v) !== valueKind(type, node.operator)) { node.value = null; }
       node.operator = v;
     }));
-    return parts.concat(valueControls(node, type));
+    parts = parts.concat(valueControls(node, type));
+    parts.forEach(function (p) {
+      if (p.addEventListener) { p.addEventListener("input", touched); p.addEventListener("change", touched); }
+    });
+    return parts;
   }
 
   function columnChoices(columns) {
@@ -275,7 +280,8 @@
 
   function newProperty(columns) {
     var c = columns[0] || { name: "", operators: ["equals"] };
-    return { id: nextId++, kind: "property", negate: false, column: c.name, operator: c.operators[0], value: null };
+    // Fresh until edited: its "needs a value" is a prompt, not an error.
+    return { id: nextId++, kind: "property", negate: false, column: c.name, operator: c.operators[0], value: null, fresh: true };
   }
 
   function whereBlock(node, rel) {
@@ -478,14 +484,24 @@
     return root.querySelector('[data-key="' + top + '"]');
   }
 
+  var nodes = {};  // id -> node, to know whether a condition is still fresh
+  function index(node) {
+    nodes[node.id] = node;
+    (node.children || []).forEach(index);
+  }
+
   function showProblems(problems) {
     clearProblems();
+    nodes = {};
+    index(state.root);
     var general = document.getElementById("aud-problems");
     problems.forEach(function (p) {
       var place = placeOf(p.path);
-      var msg = el("p", { class: "problem", role: "alert", text: p.message });
+      var node = place ? nodes[place.getAttribute("data-node")] : null;
+      var fresh = node && node.fresh;
+      var msg = el("p", fresh ? { class: "problem pending", text: "Enter a value to count these people." } : { class: "problem", role: "alert", text: p.message });
       if (place) {
-        place.classList.add("has-problem");
+        if (!fresh) { place.classList.add("has-problem"); }
         var first = place.querySelector(":scope > .cond-row, :scope > .group-head");
         if (first) { first.after(msg); } else { place.appendChild(msg); }
       } else {
