@@ -5,6 +5,7 @@ definition is a 400 naming the problem, and the file stays byte for byte what it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,16 @@ def served(tmp_path: Path, fake: FakeBraze, state_url: str) -> Iterator[tuple[Se
         yield process, created.stdout.strip(), path, data
     finally:
         process.stop()
+
+
+def _wait(api: httpx.Client, sync: str, run_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.get(f"/syncs/{sync}/runs/{run_id}").json()
+        if run["status"] in ("succeeded", "partial", "failed", "cancelled"):
+            return dict(run)
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish")
 
 
 def _api(process: ServiceProcess, token: str | None) -> httpx.Client:
@@ -146,7 +157,7 @@ def test_list_get_size_and_overlap_match_the_rules(served: tuple[ServiceProcess,
 
 
 def test_preview_a_draft_then_save_it_and_sync_it(
-    served: tuple[ServiceProcess, str, Path, Data], fake: FakeBraze, state_url: str
+    served: tuple[ServiceProcess, str, Path, Data], fake: FakeBraze
 ) -> None:
     process, token, path, data = served
     api = _api(process, token)
@@ -177,13 +188,24 @@ def test_preview_a_draft_then_save_it_and_sync_it(
     assert yaml.safe_load(text)["audiences"]["vip"] == AUDIENCES["vip"]  # the others are untouched
     assert api.get("/audiences/loyal/size").json()["size"] == len(want)
 
-    # A sync of the saved audience sends exactly its members.
-    doc = yaml.safe_load(path.read_text())
-    cohort = {"mode": "create", "name": "Loyal"}
-    doc["syncs"]["loyal_cohort"] = {**doc["syncs"]["vip_cohort"], "audience": "loyal", "cohort": cohort}
-    path.write_text(HEADER + yaml.safe_dump(doc, sort_keys=False))
-    ran = run_cli(path, state_url, "run", "loyal_cohort")
-    assert ran.returncode == 0, ran.stderr + ran.stdout
+    # A sync of the saved audience, created through the API, sends exactly its members.
+    sync = {
+        "slug": "loyal_cohort",
+        "audience": {"name": "loyal"},
+        "destinationId": "braze",
+        "identifier": {"external_id": "external_id"},
+        "cohort": {"mode": "create", "name": "Loyal"},
+    }
+    refused = api.post("/syncs", json={**sync, "identifier": {"external_id": "ltv"}})
+    assert refused.status_code == 400 and "identifiers" in refused.json()["message"], refused.text
+    both = api.post("/syncs", json={**sync, "modelId": "customers"})
+    assert both.status_code == 400 and "exactly one of modelId or audience" in both.json()["message"]
+    created = api.post("/syncs", json=sync)
+    assert created.status_code == 201, created.text
+    assert created.json()["audience"] == {"name": "loyal", "split": None, "priorityList": None}
+    assert yaml.safe_load(path.read_text())["syncs"]["loyal_cohort"]["audience"] == "loyal"
+    run = _wait(api, "loyal_cohort", api.post("/syncs/loyal_cohort/trigger").json()["id"])
+    assert run["status"] == "succeeded", run
     assert fake.members["cohortflow-loyal_cohort"] == {f"u{i}" for i in want}
 
     # Replacing keeps its place; deleting is refused while a sync names it, and works once nothing does.
@@ -193,9 +215,9 @@ def test_preview_a_draft_then_save_it_and_sync_it(
     refused = api.delete("/audiences/loyal")
     assert refused.status_code == 400 and "loyal_cohort" in refused.json()["message"], refused.text
     assert "loyal:" in path.read_text()
-    doc = yaml.safe_load(path.read_text())
-    del doc["syncs"]["loyal_cohort"]
-    path.write_text(HEADER + yaml.safe_dump(doc, sort_keys=False))
+    # Once the sync sends another audience (a split group of it), nothing names loyal any more.
+    moved = api.put("/syncs/loyal_cohort", json={**sync, "audience": {"name": "buyers", "split": "holdout"}})
+    assert moved.status_code == 200 and moved.json()["audience"]["split"] == "holdout", moved.text
     assert api.delete("/audiences/loyal").status_code == 200
     assert "loyal" not in yaml.safe_load(path.read_text())["audiences"]
     assert api.delete("/audiences/loyal").status_code == 404

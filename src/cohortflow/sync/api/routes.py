@@ -20,6 +20,7 @@ from cohortflow.sync.api.schemas import (
     Preview,
     Source,
     Sync,
+    SyncBody,
     SyncRun,
     TestResult,
     TriggerBody,
@@ -37,7 +38,7 @@ from cohortflow.sync.audiences.service import (
     describe_schema,
     draft_size,
 )
-from cohortflow.sync.config_writer import check_name
+from cohortflow.sync.config_writer import check_name, save_sync
 from cohortflow.sync.errors import InvalidInput
 from cohortflow.sync.runs import RunOptions
 from cohortflow.sync.tokens import TokenInfo, authenticate
@@ -136,6 +137,29 @@ def list_syncs(ws: WS) -> Listing[Sync]:
 @router.get("/syncs/{sync_id}", tags=["syncs"])
 def get_sync(ws: WS, sync_id: str) -> Sync:
     return Sync.of(service.sync_overview(ws, sync_id))
+
+
+@router.post("/syncs", tags=["syncs"], status_code=201)
+def create_sync(request: Request, ws: WS, body: SyncBody) -> Sync:
+    """Create a sync in cohortflow.yaml from a model or an audience (comments kept); 400 naming the key and
+    nothing written when it does not validate."""
+    if not body.slug:
+        raise InvalidInput("slug: the new sync's name is required")
+    name = check_name("sync", body.slug)
+    save_sync(ws.path, name, body.values(), create=True)
+    _wake(request)
+    return Sync.of(service.sync_overview(_live(request).current(), name))
+
+
+@router.put("/syncs/{sync_id}", tags=["syncs"])
+def replace_sync(request: Request, ws: WS, sync_id: str, body: SyncBody) -> Sync:
+    """Replace a sync's settings (what it sends, destination, identifier, cohort, schedule, alerts)."""
+    ws.sync(sync_id)
+    if body.slug not in (None, sync_id):
+        raise InvalidInput("slug: a sync cannot be renamed")
+    save_sync(ws.path, sync_id, body.values(), create=False)
+    _wake(request)
+    return Sync.of(service.sync_overview(_live(request).current(), sync_id))
 
 
 def _options(body: TriggerBody) -> RunOptions:

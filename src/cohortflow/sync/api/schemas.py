@@ -12,6 +12,7 @@ from pydantic.alias_generators import to_camel
 
 from cohortflow.sync.audiences.service import AudienceOverlap, AudienceSize, AudienceUse
 from cohortflow.sync.config import DestinationConfig, ModelConfig, SourceConfig
+from cohortflow.sync.errors import InvalidInput
 from cohortflow.sync.runs import RunRecord
 from cohortflow.sync.service import SyncOverview, destination_label, destination_settings, json_row, match_rate
 
@@ -312,3 +313,41 @@ class AudienceOverlapOut(Camel):
     def of(cls, overlap: AudienceOverlap) -> AudienceOverlapOut:
         targets = {"a": AudienceTarget(**overlap.a.model_dump()), "b": AudienceTarget(**overlap.b.model_dump())}
         return cls(**{**overlap.as_dict(), **targets})
+
+
+class SyncBody(Camel):
+    """A sync to create (``POST /syncs``) or replace (``PUT /syncs/{id}``): it sends a model (``modelId``) or an
+    audience (``audience``: a name, optionally one split group and/or its share of a priority list). The other
+    fields are the YAML's own shapes (``identifier: {"external_id": "col"}``, ``cohort: {"mode": "create", ...}``)."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    slug: str | None = Field(default=None, description="The new sync's name (POST only)")
+    model_id: str | None = None
+    audience: AudienceTarget | None = None
+    destination_id: str
+    identifier: dict[str, Any]
+    cohort: dict[str, Any] | None = None
+    attribute: str | None = None
+    on_row_removed: str = "remove"
+    schedule: dict[str, Any] | None = None
+    alerts: dict[str, Any] | None = None
+    disabled: bool = False
+
+    def values(self) -> dict[str, Any]:
+        """The sync's entry in cohortflow.yaml."""
+        if (self.model_id is None) == (self.audience is None):
+            raise InvalidInput("a sync sends a model or an audience: give exactly one of modelId or audience")
+        values: dict[str, Any] = {}
+        if self.model_id is not None:
+            values["model"] = self.model_id
+        elif self.audience is not None:
+            ref = self.audience.model_dump(exclude_none=True)
+            values["audience"] = ref["name"] if len(ref) == 1 else ref
+        values |= {"destination": self.destination_id, "identifier": self.identifier}
+        optional = {"cohort": self.cohort, "attribute": self.attribute, "schedule": self.schedule}
+        values |= {k: v for k, v in {**optional, "alerts": self.alerts}.items() if v is not None}
+        values["on_row_removed"] = self.on_row_removed
+        if self.disabled:
+            values["enabled"] = False
+        return values
