@@ -80,7 +80,8 @@ def test_a_bad_definition_writes_nothing(path: Path, name: str, definition: dict
         save_audience(path, name, definition)
     assert message in err.value.message
     assert path.read_text() == before
-    assert sorted(p.name for p in path.parent.iterdir()) == ["cohortflow.yaml"]
+    # No temporary file is left; the lock file every edit of the workspace file takes stays, empty.
+    assert sorted(p.name for p in path.parent.iterdir()) == [".cohortflow.yaml.lock", "cohortflow.yaml"]
 
 
 def test_deleting_an_audience_still_named_elsewhere_is_refused(path: Path) -> None:
