@@ -571,7 +571,7 @@
         panel.classList.add("stale");
         document.getElementById("aud-size").textContent = "–";
         document.getElementById("aud-of").textContent = "fix the problems to see the size";
-        document.getElementById("aud-chip-size").textContent = "fix the problems to see the size";
+        document.getElementById("aud-chip-size").textContent = "fix the problems first";
         showProblems(answer.problems || [{ path: null, message: answer.message || "the preview failed" }]);
       }
     }).catch(function () {
