@@ -86,6 +86,8 @@ def test_roles_csrf_and_refused_saves(served: tuple[ServiceProcess, Path, Data])
     assert _preview(ops, None, {"parent": "people"}).status_code == 403  # no CSRF token: refused
     sized = _preview(ops, token, {"parent": "people", "filter": FR})
     assert sized.status_code == 200 and sized.json()["size"] == len(Oracle(data, AUDIENCES).members(FR))
+    garbled = ops.post("/audiences/preview", content=b"{nope", headers={"X-CSRF-Token": token})
+    assert garbled.status_code == 400 and garbled.json()["ok"] is False
     bad = _preview(ops, token, {"parent": "people", "filter": {**FR, "column": "contry"}})
     assert bad.status_code == 400
     assert bad.json()["problems"][0]["path"] == "filter.column"

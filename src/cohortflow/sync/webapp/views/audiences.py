@@ -17,13 +17,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from cohortflow.sync import service
-from cohortflow.sync.audiences.config import AudienceRef
 from cohortflow.sync.audiences.editing import Problem, delete_audience, problems_of, save_audience
 from cohortflow.sync.audiences.service import (
     AudienceSize,
     audience_definition,
     audience_overlap,
-    audience_size,
     audience_uses,
     describe_schema,
     draft_name,
@@ -119,12 +117,19 @@ def new_audience(page: AnyRole, parent: str = "") -> Response:
     return _builder(page, name=None, definition={"parent": chosen})
 
 
+def _problems(problems: list[Problem]) -> JSONResponse:
+    return JSONResponse({"ok": False, "problems": [p.as_dict() for p in problems]}, status_code=400)
+
+
 @router.post("/audiences/preview")
 async def preview(page: AnyRole) -> Response:
     """The size, a sample and the SQL of the builder's draft (JSON in, JSON out); nothing is written."""
-    body = await page.request.json()
+    try:
+        body = await page.request.json()
+    except ValueError:
+        body = None
     if not isinstance(body, dict):
-        raise InvalidInput("send {definition, name}")
+        return _problems([Problem(None, "send JSON: {definition, name}")])
     name = body.get("name") if isinstance(body.get("name"), str) and body.get("name") else None
     try:
         definition = _definition(body.get("definition"))
@@ -132,9 +137,9 @@ async def preview(page: AnyRole) -> Response:
     except ConfigError as exc:
         # The draft's name as the check saw it: problems are keyed inside that audience.
         checked = name or draft_name(page.workspace)
-        return JSONResponse({"ok": False, "problems": [p.as_dict() for p in problems_of(exc, checked)]}, 400)
+        return _problems(problems_of(exc, checked))
     except SyncError as exc:
-        return JSONResponse({"ok": False, "problems": [{"path": None, "message": exc.message}]}, 400)
+        return _problems([Problem(None, exc.message)])
     return JSONResponse(_size_json(result))
 
 
@@ -195,17 +200,6 @@ async def overlap(page: AnyRole, a: str = "", b: str = "") -> Response:
 @router.get("/audiences/{name}")
 async def audience(page: AnyRole, name: str) -> Response:
     return _builder(page, name=name, definition=audience_definition(page.workspace, name))
-
-
-@router.get("/audiences/{name}/size")
-async def audience_size_json(page: AnyRole, name: str, split: str = "", priority_list: str = "") -> Response:
-    """A saved audience's size with its split groups (or a priority list's shares), for its page."""
-    ref = AudienceRef(name=name, split=split or None, priority_list=priority_list or None)
-    try:
-        result = await page.call(audience_size, page.workspace, ref, sample=SAMPLE_ROWS)
-    except SyncError as exc:
-        return JSONResponse({"ok": False, "problems": [{"path": None, "message": exc.message}]}, 400)
-    return JSONResponse(_size_json(result))
 
 
 @router.post("/audiences/{name}")
