@@ -87,6 +87,7 @@
   function typedValue(type, raw) {
     if (raw === null || raw === undefined) { return null; }
     var text = String(raw).trim();
+    if (text === "") { return null; }  // "needs a value", not "'' is not a date"
     if (type === "number" && /^-?\d+(\.\d+)?(e-?\d+)?$/i.test(text)) { return Number(text); }
     if (type === "boolean") { return text === "true" ? true : (text === "false" ? false : text); }
     return text;
@@ -299,7 +300,10 @@
     });
     if (editable && columns.length) {
       var add = el("button", { type: "button", class: "small", text: "+ where" });
-      add.addEventListener("click", function () { node.where.push(newProperty(columns)); changed(true); });
+      // An event's own columns come before its timestamp, which the window already filters on.
+      var ordered = columns.filter(function (c) { return !rel || c.name !== rel.timestamp; })
+        .concat(columns.filter(function (c) { return rel && c.name === rel.timestamp; }));
+      add.addEventListener("click", function () { node.where.push(newProperty(ordered)); changed(true); });
       box.appendChild(add);
     }
     return box;
@@ -345,7 +349,9 @@
         parts.push(input("Days", node.days, function (v) { node.days = v; }, { inputmode: "numeric", class: "short" }));
         parts.push(el("span", { class: "word", text: "days" }));
       } else if (node.window === "range") {
+        parts.push(el("span", { class: "word", text: "after" }));
         parts.push(input("After", node.after, function (v) { node.after = v; }, { type: "date" }));
+        parts.push(el("span", { class: "word", text: "and before" }));
         parts.push(input("Before", node.before, function (v) { node.before = v; }, { type: "date" }));
       }
       parts.forEach(function (p) { row.appendChild(p); });
