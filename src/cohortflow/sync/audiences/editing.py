@@ -121,7 +121,7 @@ def problems_of(error: ConfigError, name: str) -> list[Problem]:
     each with its key inside the audience."""
     own = re.compile(r"^(?:.*?:\d+: )?" + re.escape(f"{SECTION}.{name}") + r"(?:\.(?P<path>[^:\s]+))?: (?P<msg>.*)$")
     out = []
-    for line in error.message.splitlines():
+    for line in error.message.split("\n"):  # not splitlines(): a value quoted in a message may hold U+2028
         if not line.strip():
             continue
         found = own.match(line)
