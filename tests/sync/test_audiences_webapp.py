@@ -118,8 +118,19 @@ def test_roles_csrf_and_refused_saves(served: tuple[ServiceProcess, Path, Data])
     assert made.status_code == 200 and made.url.path == "/app/audiences/french_vip"
     text = path.read_text()
     assert text.startswith(HEADER) and yaml.safe_load(text)["audiences"]["french_vip"] == good
+    # Editing keeps the audience's place and name; a bad edit changes nothing.
+    edited = {**good, "description": "French VIPs, edited"}
+    same = path.read_text()
+    bad_edit = {**good, "filter": {"type": "in_audience", "audience": "french_vip"}}
+    refused = admin.post("/audiences/french_vip", data={**fields, "definition": json.dumps(bad_edit)})
+    assert refused.status_code == 400 and "includes itself" in refused.text
+    assert path.read_text() == same
+    saved = admin.post("/audiences/french_vip", data={**fields, "definition": json.dumps(edited)})
+    assert saved.url.path == "/app/audiences/french_vip" and "saved in cohortflow.yaml" in saved.text
+    assert yaml.safe_load(path.read_text())["audiences"]["french_vip"] == edited
+    good = edited
     listed = admin.get("/audiences").text
-    assert "french_vip" in listed and "French VIPs" in listed
+    assert "french_vip" in listed and "French VIPs, edited" in listed
     overlap = admin.get("/audiences/overlap", params={"a": "french", "b": "french_vip"})
     oracle = Oracle(data, {**AUDIENCES, "french_vip": good})
     both = oracle.members(FR) & oracle.members(good["filter"])
