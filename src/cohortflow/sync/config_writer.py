@@ -55,7 +55,8 @@ def secret_variable(section: str, name: str, field: str) -> str:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def workspace_lock(path: Path) -> Iterator[None]:
+    """Held while the workspace file is read, checked and replaced: two edits never interleave."""
     lock = path.with_name(f".{path.name}.lock")
     with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -142,7 +143,7 @@ class WorkspaceWriter:
 
     def apply(self, change: Callable[[Edit], None]) -> WorkspaceConfig:
         """Apply ``change`` to the document; validate the result; write YAML and secrets, or nothing."""
-        with _locked(self.path):
+        with workspace_lock(self.path):
             yaml = _yaml()
             try:
                 text = self.path.read_text(encoding="utf-8")
@@ -232,7 +233,8 @@ def save_sync(path: Path, name: str, values: Mapping[str, Any], *, create: bool)
 
     def change(edit: Edit) -> None:
         entry = edit.entry("syncs", name, create=create)
-        edit.put(entry, values, remove=("cohort", "attribute", "alerts", "schedule"))
+        # A sync reads a model or an audience: switching from one to the other drops the old key.
+        edit.put(entry, values, remove=("model", "audience", "cohort", "attribute", "alerts", "schedule"))
 
     return WorkspaceWriter(path).apply(change)
 

@@ -82,12 +82,14 @@ def model_columns(workspace: Workspace, name: str) -> list[str]:
     return list(preview_query(workspace, model.source, model.sql, model.table, 0).column_names)
 
 
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A warehouse row as JSON-friendly values (dates and decimals as text)."""
+    return {k: v if v is None or isinstance(v, str | int | float | bool) else str(v) for k, v in row.items()}
+
+
 def rows_of(table: pa.Table) -> list[dict[str, Any]]:
     """Preview rows as JSON-friendly dicts (dates and decimals as text)."""
-    out = []
-    for row in table.to_pylist():
-        out.append({k: v if v is None or isinstance(v, str | int | float | bool) else str(v) for k, v in row.items()})
-    return out
+    return [json_row(row) for row in table.to_pylist()]
 
 
 # ------------------------------------------------------------------------------------------------ destinations
@@ -230,11 +232,15 @@ def destination_label(config: DestinationConfig) -> str:
     return DESTINATION_TYPES.get(config.type, config.type)
 
 
-def syncs_using(workspace: Workspace, *, model: str | None = None, destination: str | None = None) -> list[str]:
+def syncs_using(
+    workspace: Workspace, *, model: str | None = None, destination: str | None = None, audience: str | None = None
+) -> list[str]:
     return [
         n
         for n, s in workspace.config.syncs.items()
-        if (model is None or s.model == model) and (destination is None or s.destination == destination)
+        if (model is None or s.model == model)
+        and (destination is None or s.destination == destination)
+        and (audience is None or (s.audience is not None and s.audience.name == audience))
     ]
 
 

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cohortflow.cli import cli
 from cohortflow.sync import load_workspace
-from cohortflow.sync.audiences.editing import delete_audience, preview, save_audience
+from cohortflow.sync.audiences.editing import Problem, delete_audience, preview, problems_of, save_audience
 from cohortflow.sync.audiences.service import audience_size
 from cohortflow.sync.config import load_workspace_config
 from cohortflow.sync.errors import ConfigError
@@ -80,7 +82,8 @@ def test_a_bad_definition_writes_nothing(path: Path, name: str, definition: dict
         save_audience(path, name, definition)
     assert message in err.value.message
     assert path.read_text() == before
-    assert sorted(p.name for p in path.parent.iterdir()) == ["cohortflow.yaml"]
+    # No temporary file is left; the lock file every edit of the workspace file takes stays, empty.
+    assert sorted(p.name for p in path.parent.iterdir()) == [".cohortflow.yaml.lock", "cohortflow.yaml"]
 
 
 def test_deleting_an_audience_still_named_elsewhere_is_refused(path: Path) -> None:
@@ -133,3 +136,23 @@ def test_cli_save_and_delete(path: Path, tmp_path: Path) -> None:
     deleted = runner.invoke(cli, ["sync", "-f", str(path), "audiences", "delete", "french"])
     assert deleted.exit_code == 0, deleted.output
     assert "french" not in load_workspace_config(path).audiences
+
+
+_names = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
+_keys = st.lists(st.one_of(_names, st.integers(0, 99).map(str)), min_size=0, max_size=6)
+# Any text but a newline, U+2028 included (a quoted value may hold one).
+_messages = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), min_size=1, max_size=80)
+
+
+@given(name=_names, other=_names, keys=_keys, message=_messages, line=st.integers(1, 9999))
+def test_problems_are_keyed_inside_the_audience(
+    name: str, other: str, keys: list[str], message: str, line: int
+) -> None:
+    """Each line of a ConfigError about audience ``name`` gives its key inside the audience (what the builder uses
+    to show it next to its condition); a line about anything else keeps its whole text and no key."""
+    key = ".".join(["audiences", name, *keys])
+    elsewhere = f"syncs.{other}.identifier"
+    text = f"cohortflow.yaml:{line}: {key}: {message}\ncohortflow.yaml:{line}: {elsewhere}: {message}"
+    problems = problems_of(ConfigError(text), name)
+    assert problems[0] == Problem(".".join(keys), message)
+    assert problems[1] == Problem(None, f"cohortflow.yaml:{line}: {elsewhere}: {message}")

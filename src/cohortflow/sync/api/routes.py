@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cohortflow.sync import service
 from cohortflow.sync.api.schemas import (
+    Audience,
+    AudienceOverlapOut,
+    AudiencePreviewBody,
+    AudienceSizeOut,
     Destination,
     Listing,
+    Message,
     Model,
     Preview,
     Source,
     Sync,
+    SyncBody,
     SyncRun,
     TestResult,
     TriggerBody,
     TriggerBySlugBody,
     Triggered,
 )
+from cohortflow.sync.audiences.config import AudienceRef
+from cohortflow.sync.audiences.editing import delete_audience, save_audience
+from cohortflow.sync.audiences.service import (
+    MAX_SAMPLE_ROWS,
+    audience_definition,
+    audience_overlap,
+    audience_size,
+    audience_uses,
+    describe_schema,
+    draft_size,
+)
+from cohortflow.sync.config_writer import check_name, save_sync
 from cohortflow.sync.errors import InvalidInput
 from cohortflow.sync.runs import RunOptions
 from cohortflow.sync.tokens import TokenInfo, authenticate
@@ -121,6 +139,29 @@ def get_sync(ws: WS, sync_id: str) -> Sync:
     return Sync.of(service.sync_overview(ws, sync_id))
 
 
+@router.post("/syncs", tags=["syncs"], status_code=201)
+def create_sync(request: Request, ws: WS, body: SyncBody) -> Sync:
+    """Create a sync in cohortflow.yaml from a model or an audience (comments kept); 400 naming the key and
+    nothing written when it does not validate."""
+    if not body.slug:
+        raise InvalidInput("slug: the new sync's name is required")
+    name = check_name("sync", body.slug)
+    save_sync(ws.path, name, body.values(), create=True)
+    _wake(request)
+    return Sync.of(service.sync_overview(_live(request).current(), name))
+
+
+@router.put("/syncs/{sync_id}", tags=["syncs"])
+def replace_sync(request: Request, ws: WS, sync_id: str, body: SyncBody) -> Sync:
+    """Replace a sync's settings (what it sends, destination, identifier, cohort, schedule, alerts)."""
+    ws.sync(sync_id)
+    if body.slug not in (None, sync_id):
+        raise InvalidInput("slug: a sync cannot be renamed")
+    save_sync(ws.path, sync_id, body.values(), create=False)
+    _wake(request)
+    return Sync.of(service.sync_overview(_live(request).current(), sync_id))
+
+
 def _options(body: TriggerBody) -> RunOptions:
     return RunOptions(body.dry_run, body.full_resync, body.reconcile, body.retry_rejected)
 
@@ -166,3 +207,73 @@ def get_sync_run(ws: WS, sync_id: str, run_id: str) -> SyncRun:
 def cancel_sync_run(ws: WS, sync_id: str, run_id: str) -> SyncRun:
     """A queued run is cancelled at once; a running one stops after its batches in flight."""
     return SyncRun.of(service.cancel_run(ws, sync_id, run_id))
+
+
+# ------------------------------------------------------------------------------------------------ audiences
+
+
+@router.get("/parents", tags=["audiences"])
+def list_parents(ws: WS) -> Listing[dict[str, Any]]:
+    """The schema audiences are built over: each parent model's columns and traits (with the operators of their
+    types), related models and events."""
+    return Listing(data=describe_schema(ws))
+
+
+@router.get("/audiences", tags=["audiences"])
+def list_audiences(ws: WS) -> Listing[Audience]:
+    return Listing(data=[_audience(ws, name) for name in ws.config.audiences])
+
+
+@router.post("/audiences/preview", tags=["audiences"])
+def preview_audience(ws: WS, body: AudiencePreviewBody) -> AudienceSizeOut:
+    """Size, sample rows and compiled SQL of a definition that is not saved; nothing is written."""
+    return AudienceSizeOut.of(
+        draft_size(ws, body.definition, name=body.name, split=body.split, sample=body.sample)
+    )
+
+
+@router.get("/audiences/overlap", tags=["audiences"])
+def overlap_audiences(ws: WS, a: Annotated[str, Query()], b: Annotated[str, Query()]) -> AudienceOverlapOut:
+    """Both audiences' sizes, the people they share and those in only one."""
+    return AudienceOverlapOut.of(audience_overlap(ws, a, b))
+
+
+def _audience(ws: Workspace, name: str) -> Audience:
+    return Audience.of(name, audience_definition(ws, name), audience_uses(ws, name))
+
+
+@router.get("/audiences/{audience_id}", tags=["audiences"])
+def get_audience(ws: WS, audience_id: str) -> Audience:
+    return _audience(ws, audience_id)
+
+
+@router.get("/audiences/{audience_id}/size", tags=["audiences"])
+def size_audience(
+    ws: WS,
+    audience_id: str,
+    split: Annotated[str | None, Query()] = None,
+    priority_list: Annotated[str | None, Query(alias="priorityList")] = None,
+    sample: Annotated[int, Query()] = 10,
+) -> AudienceSizeOut:
+    """Size (split groups or priority shares too), sample rows and the compiled SQL of a saved audience."""
+    if not 0 <= sample <= MAX_SAMPLE_ROWS:
+        raise InvalidInput(f"sample must be between 0 and {MAX_SAMPLE_ROWS}")
+    ref = AudienceRef(name=audience_id, split=split, priority_list=priority_list)
+    return AudienceSizeOut.of(audience_size(ws, ref, sample=sample))
+
+
+@router.put("/audiences/{audience_id}", tags=["audiences"])
+def save_audience_route(request: Request, ws: WS, audience_id: str, body: dict[str, Any]) -> Audience:
+    """Create or replace an audience in cohortflow.yaml (comments kept); a bad definition is a 400 naming the
+    key, and nothing is written."""
+    check_name("audience", audience_id)
+    save_audience(ws.path, audience_id, body)
+    return _audience(_live(request).current(), audience_id)
+
+
+@router.delete("/audiences/{audience_id}", tags=["audiences"])
+def delete_audience_route(ws: WS, audience_id: str) -> Message:
+    """Remove an audience; refused (400, nothing written) while a sync, a priority list or an audience names it."""
+    audience_definition(ws, audience_id)
+    delete_audience(ws.path, audience_id)
+    return Message(message=f"audience {audience_id!r} deleted")

@@ -10,9 +10,11 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from cohortflow.sync.audiences.service import AudienceOverlap, AudienceSize, AudienceUse
 from cohortflow.sync.config import DestinationConfig, ModelConfig, SourceConfig
+from cohortflow.sync.errors import InvalidInput
 from cohortflow.sync.runs import RunRecord
-from cohortflow.sync.service import SyncOverview, destination_label, destination_settings, match_rate
+from cohortflow.sync.service import SyncOverview, destination_label, destination_settings, json_row, match_rate
 
 T = TypeVar("T")
 
@@ -96,10 +98,19 @@ class Destination(Camel):
         )
 
 
+class AudienceTarget(Camel):
+    name: str
+    split: str | None = None
+    priority_list: str | None = None
+
+
 class Sync(Camel):
     id: str
     slug: str
-    model_id: str
+    model_id: str | None = Field(description="The model it sends, or null when it sends an audience")
+    audience: AudienceTarget | None = Field(
+        description="The audience it sends (a split group, a share of a priority list), or null for a model"
+    )
     destination_id: str
     disabled: bool
     status: str = Field(description="disabled, pending (never ran) or the last run's status")
@@ -117,6 +128,7 @@ class Sync(Camel):
             id=overview.name,
             slug=overview.name,
             model_id=cfg.model,
+            audience=AudienceTarget(**cfg.audience.model_dump()) if cfg.audience is not None else None,
             destination_id=cfg.destination,
             disabled=not cfg.enabled,
             status=overview.status,
@@ -219,3 +231,123 @@ class TriggerBySlugBody(TriggerBody):
 class Triggered(Camel):
     id: str = Field(description="The run's id: follow it at /api/v1/syncs/{syncId}/runs/{id}")
     queued: bool = Field(description="False when an identical run was already waiting (its id is returned)")
+
+
+# ------------------------------------------------------------------------------------------------ audiences
+
+
+class Audience(Camel):
+    id: str
+    slug: str
+    name: str
+    parent_id: str
+    description: str | None
+    splits: dict[str, float] | None = Field(description="Split groups and their percentages")
+    definition: dict[str, Any] = Field(
+        description="The audience as in cohortflow.yaml (parent, description, filter, splits); PUT takes it back"
+    )
+    sync_ids: list[str]
+    priority_list_ids: list[str]
+    included_by: list[str] = Field(description="Audiences that include this one (in_audience)")
+
+    @classmethod
+    def of(cls, name: str, definition: dict[str, Any], uses: AudienceUse) -> Audience:
+        splits = definition.get("splits")
+        return cls(
+            id=name,
+            slug=name,
+            name=name,
+            parent_id=definition["parent"],
+            description=definition.get("description"),
+            splits=dict(splits["groups"]) if splits else None,
+            definition=definition,
+            sync_ids=uses.syncs,
+            priority_list_ids=uses.priority_lists,
+            included_by=uses.audiences,
+        )
+
+
+class AudienceSizeOut(Camel):
+    audience: AudienceTarget
+    size: int
+    parent_rows: int
+    groups: dict[str, int] = Field(description="Split group sizes, or each audience's share of the priority list")
+    columns: list[str]
+    sample: list[dict[str, Any]]
+    sql: str = Field(description="The compiled SQL, as run in the warehouse")
+
+    @classmethod
+    def of(cls, result: AudienceSize) -> AudienceSizeOut:
+        return cls(
+            audience=AudienceTarget(**result.target.model_dump()),
+            size=result.size,
+            parent_rows=result.parent_rows,
+            groups=result.groups,
+            columns=result.columns,
+            sample=[json_row(r) for r in result.sample],
+            sql=result.sql,
+        )
+
+
+class AudiencePreviewBody(Camel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    definition: dict[str, Any] = Field(description="An audience as in cohortflow.yaml: parent, filter, splits")
+    name: str | None = Field(default=None, description="The audience it would be saved as (default: a new one)")
+    split: str | None = None
+    sample: int = 10
+
+
+class AudienceOverlapOut(Camel):
+    a: AudienceTarget
+    b: AudienceTarget
+    parent_rows: int
+    a_size: int
+    b_size: int
+    both: int
+    only_a: int
+    only_b: int
+    either: int
+
+    @classmethod
+    def of(cls, overlap: AudienceOverlap) -> AudienceOverlapOut:
+        targets = {"a": AudienceTarget(**overlap.a.model_dump()), "b": AudienceTarget(**overlap.b.model_dump())}
+        return cls(**{**overlap.as_dict(), **targets})
+
+
+class SyncBody(Camel):
+    """A sync to create (``POST /syncs``) or replace (``PUT /syncs/{id}``): it sends a model (``modelId``) or an
+    audience (``audience``: a name, optionally one split group and/or its share of a priority list). The other
+    fields are the YAML's own shapes (``identifier: {"external_id": "col"}``, ``cohort: {"mode": "create", ...}``)."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    slug: str | None = Field(default=None, description="The new sync's name (POST only)")
+    model_id: str | None = None
+    audience: AudienceTarget | None = None
+    destination_id: str
+    identifier: dict[str, Any]
+    cohort: dict[str, Any] | None = None
+    attribute: str | None = None
+    on_row_removed: str = "remove"
+    schedule: dict[str, Any] | None = None
+    alerts: dict[str, Any] | None = None
+    disabled: bool = False
+
+    def values(self) -> dict[str, Any]:
+        """The sync's entry in cohortflow.yaml."""
+        if (self.model_id is None) == (self.audience is None):
+            raise InvalidInput("a sync sends a model or an audience: give exactly one of modelId or audience")
+        values: dict[str, Any] = {}
+        if self.model_id is not None:
+            values["model"] = self.model_id
+        elif self.audience is not None:
+            ref = self.audience.model_dump(exclude_none=True)
+            values["audience"] = ref["name"] if len(ref) == 1 else ref
+        values |= {"destination": self.destination_id, "identifier": self.identifier}
+        optional = {"cohort": self.cohort, "attribute": self.attribute, "schedule": self.schedule}
+        values |= {k: v for k, v in {**optional, "alerts": self.alerts}.items() if v is not None}
+        values["on_row_removed"] = self.on_row_removed
+        if self.disabled:
+            values["enabled"] = False
+        return values

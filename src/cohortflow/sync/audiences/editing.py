@@ -12,15 +12,19 @@ and the file is left unchanged. The write itself replaces the file atomically.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from cohortflow.sync.config import WorkspaceConfig, parse_workspace
+from cohortflow.sync.config_writer import workspace_lock
 from cohortflow.sync.errors import ConfigError
+from cohortflow.sync.secrets import workspace_env
 from cohortflow.sync.workspace import Workspace
 
 SECTION = "audiences"
@@ -87,8 +91,45 @@ def preview(workspace: Workspace, name: str, definition: Mapping[str, Any]) -> W
     """The workspace as it would be with audience ``name`` set to ``definition``, checked like the file, and
     nothing written (raises :class:`ConfigError` naming each problem). Size it with ``audience_size``."""
     text = _read(workspace.path)
-    config = _check(_replace_entry(text, str(workspace.path), name, definition), workspace.path)
-    return Workspace(path=workspace.path, config=config, state_url=workspace.state_url)
+    missing: dict[tuple[str, ...], str] = {}
+    config = _check(_replace_entry(text, str(workspace.path), name, definition), workspace.path, missing)
+    return Workspace(
+        path=workspace.path,
+        config=config,
+        state_url=workspace.state_url,
+        _store=workspace._store,
+        owns_store=False,
+        missing_env=missing,
+    )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a definition: ``path`` is the key inside the audience (``filter.filters.0.column``; empty
+    for the definition as a whole, None when the problem is elsewhere in the file), so a builder can show the
+    message next to the condition it is about."""
+
+    path: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "message": self.message}
+
+
+def problems_of(error: ConfigError, name: str) -> list[Problem]:
+    """The lines of a :class:`ConfigError` about audience ``name`` (``file:line: audiences.NAME.key: message``),
+    each with its key inside the audience."""
+    own = re.compile(r"^(?:.*?:\d+: )?" + re.escape(f"{SECTION}.{name}") + r"(?:\.(?P<path>[^:\s]+))?: (?P<msg>.*)$")
+    out = []
+    for line in error.message.split("\n"):  # not splitlines(): a value quoted in a message may hold U+2028
+        if not line.strip():
+            continue
+        found = own.match(line)
+        if found:
+            out.append(Problem(found.group("path") or "", found.group("msg")))
+        else:
+            out.append(Problem(None, line))
+    return out
 
 
 def save_audience(path: Path | str, name: str, definition: Mapping[str, Any]) -> WorkspaceConfig:
@@ -110,11 +151,20 @@ def _read(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read the workspace file: {exc.strerror or exc}") from exc
 
 
-def _check(text: str, path: Path) -> WorkspaceConfig:
-    return parse_workspace(text, str(path))
+def _check(text: str, path: Path, missing: dict[tuple[str, ...], str] | None = None) -> WorkspaceConfig:
+    """The file checked as every command loads it: ``${VAR}`` from the env files beside it and the environment;
+    a missing one is an error only where it is used (an audience never uses a destination's keys)."""
+    deferred: dict[tuple[str, ...], str] = {} if missing is None else missing
+    return parse_workspace(text, str(path), workspace_env(path), deferred=deferred)
 
 
 def _write(path: Path, name: str, definition: Mapping[str, Any] | None) -> WorkspaceConfig:
+    # The web app's other edits take the same lock: an audience saved while a sync is saved loses neither.
+    with workspace_lock(path):
+        return _write_locked(path, name, definition)
+
+
+def _write_locked(path: Path, name: str, definition: Mapping[str, Any] | None) -> WorkspaceConfig:
     before = _read(path)
     after = _replace_entry(before, str(path), name, definition)
     config = _check(after, path)

@@ -7,6 +7,7 @@ whatever the number of audiences counted), plus one ``LIMIT`` query for a sample
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,11 +16,15 @@ from sqlglot import exp
 
 from cohortflow.sync.audiences.compiler import AudienceQuery, check_target, query_for
 from cohortflow.sync.audiences.config import AudienceRef
+from cohortflow.sync.audiences.editing import preview
+from cohortflow.sync.audiences.filters import dump_filter
 from cohortflow.sync.audiences.schema import describe_parent
-from cohortflow.sync.errors import UnknownObject
+from cohortflow.sync.audiences.validate import audience_references
+from cohortflow.sync.errors import InvalidInput, UnknownObject
 from cohortflow.sync.workspace import Workspace
 
 SAMPLE_ROWS = 10
+MAX_SAMPLE_ROWS = 1000
 
 
 @dataclass
@@ -150,3 +155,69 @@ def audience_overlap(
 def describe_schema(workspace: Workspace) -> list[dict[str, Any]]:
     """Every parent's columns, traits, related models and events, with types and operators (for a builder)."""
     return [describe_parent(name, parent) for name, parent in workspace.config.parents.items()]
+
+
+DRAFT = "draft"
+
+
+def draft_name(workspace: Workspace) -> str:
+    """The name a new audience is checked under before it has one: ``draft``, unless an audience has it."""
+    taken = workspace.config.audiences
+    return next(n for n in (DRAFT, *(f"{DRAFT}_{i}" for i in range(2, 10_000))) if n not in taken)
+
+
+def draft_size(
+    workspace: Workspace,
+    definition: Mapping[str, Any],
+    *,
+    name: str | None = None,
+    split: str | None = None,
+    sample: int = SAMPLE_ROWS,
+    now: datetime | None = None,
+) -> AudienceSize:
+    """The size, sample and SQL of a definition that is not saved (a builder's draft), checked like the file;
+    ``name`` is the audience it would be saved as (an existing one is replaced in the check, so the audiences
+    that include it see the draft). A :class:`ConfigError` names each problem; nothing is written."""
+    if not 0 <= sample <= MAX_SAMPLE_ROWS:
+        raise InvalidInput(f"sample must be between 0 and {MAX_SAMPLE_ROWS}")
+    name = name or draft_name(workspace)
+    draft = preview(workspace, name, definition)
+    return audience_size(draft, AudienceRef(name=name, split=split), sample=sample, now=now)
+
+
+def audience_definition(workspace: Workspace, name: str) -> dict[str, Any]:
+    """Audience ``name`` as the JSON a builder edits and :func:`~.editing.save_audience` takes back (the YAML's
+    own shape: ``parent``, ``description``, ``filter``, ``splits``)."""
+    audience = workspace.config.audiences.get(name)
+    if audience is None:
+        known = ", ".join(sorted(workspace.config.audiences)) or "none"
+        raise UnknownObject(f"{workspace.path}: no audience named {name!r} (declared: {known})")
+    data: dict[str, Any] = {"parent": audience.parent}
+    if audience.description is not None:
+        data["description"] = audience.description
+    if audience.filter is not None:
+        data["filter"] = dump_filter(audience.filter)
+    if audience.splits is not None:
+        data["splits"] = audience.splits.model_dump(mode="json", exclude_none=True)
+    return data
+
+
+@dataclass(frozen=True)
+class AudienceUse:
+    """What names an audience, so deleting it would break: syncs, priority lists, other audiences."""
+
+    syncs: list[str]
+    priority_lists: list[str]
+    audiences: list[str]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"syncs": self.syncs, "priority_lists": self.priority_lists, "audiences": self.audiences}
+
+
+def audience_uses(workspace: Workspace, name: str) -> AudienceUse:
+    config = workspace.config
+    return AudienceUse(
+        syncs=[n for n, s in config.syncs.items() if s.audience is not None and s.audience.name == name],
+        priority_lists=[n for n, p in config.priority_lists.items() if name in p.audiences],
+        audiences=[n for n, a in config.audiences.items() if n != name and name in audience_references(a.filter)],
+    )

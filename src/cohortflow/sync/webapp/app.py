@@ -13,7 +13,7 @@ from cohortflow.sync.api.errors import status_for
 from cohortflow.sync.errors import SyncError
 from cohortflow.sync.state.schema import sync_rate_counters, sync_web_sessions, sync_web_users
 from cohortflow.sync.webapp import access, filters
-from cohortflow.sync.webapp.views import destinations, home, models, runs, sources, syncs
+from cohortflow.sync.webapp.views import audiences, destinations, home, models, runs, sources, syncs
 from cohortflow.sync.workspace import LiveWorkspace
 from cohortflow.web import WebKit
 from cohortflow.web.accounts import SqlAccounts, SqlSessionStore
@@ -49,6 +49,6 @@ def create_webapp(live: LiveWorkspace) -> FastAPI:
         status = status_for(exc)
         return kit.error_page(request, status, _TITLES.get(status, "Something went wrong"), exc.message)
 
-    for module in (home, syncs, runs, models, sources, destinations):
+    for module in (home, syncs, runs, models, audiences, sources, destinations):
         app.include_router(module.router)
     return app

@@ -56,5 +56,18 @@ def trigger_words(trigger: str | None) -> str:
     }.get(trigger or "cli", f"by {trigger}")
 
 
+def sends(sync: Any) -> str:
+    """What a sync sends, as its pages name it: a model, or an audience with its split group / priority list."""
+    if sync.audience is None:
+        return str(sync.model)
+    ref = sync.audience
+    parts = [f"split {ref.split}"] if ref.split else []
+    if ref.priority_list:
+        parts.append(f"priority list {ref.priority_list}")
+    return f"audience {ref.name}" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def install(env: Environment) -> None:
-    env.filters.update(num=num, pct=pct, seconds=seconds, status_class=status_class, trigger_words=trigger_words)
+    env.filters.update(
+        num=num, pct=pct, seconds=seconds, status_class=status_class, trigger_words=trigger_words, sends=sends
+    )

@@ -18,6 +18,7 @@ from cohortflow.sync.runs import RunOptions, list_runs
 from cohortflow.sync.webapp.access import AdminOnly, AnyRole, Page
 from cohortflow.sync.webapp.chart import run_chart
 from cohortflow.sync.webapp.views.forms import number, required, text
+from cohortflow.sync.workspace import Workspace
 
 router = APIRouter()
 FALLBACK_SLOTS = 3
@@ -45,6 +46,7 @@ def _form_values(name: str, sync: SyncConfig) -> dict[str, Any]:
         "name": name,
         "model": sync.model,
         "destination": sync.destination,
+        **_audience_values(sync),
         "on_row_removed": sync.on_row_removed,
         "schedule_type": sync.schedule.type,
     }
@@ -84,13 +86,39 @@ def _form_values(name: str, sync: SyncConfig) -> dict[str, Any]:
     return values
 
 
+def _audience_values(sync: SyncConfig) -> dict[str, Any]:
+    if sync.audience is None:
+        return {}
+    ref = sync.audience
+    return {"audience": ref.name, "audience_split": ref.split or "", "audience_priority_list": ref.priority_list or ""}
+
+
+def _what(form: Any, ws: Workspace) -> dict[str, Any]:
+    """What the sync sends: ``{"model": NAME}`` or ``{"audience": NAME or {name, split, priority_list}}``."""
+    audience = text(form, "audience")
+    if audience is None:
+        model = required(form, "model", "Model or audience")
+        ws.model(model)
+        return {"model": model}
+    if audience not in ws.config.audiences:
+        raise InvalidInput(f"no audience named {audience!r}")
+    split, priority_list = text(form, "audience_split"), text(form, "audience_priority_list")
+    if split is None and priority_list is None:
+        return {"audience": audience}
+    ref: dict[str, Any] = {"name": audience}
+    if split is not None:
+        ref["split"] = split
+    if priority_list is not None:
+        ref["priority_list"] = priority_list
+    return {"audience": ref}
+
+
 def _parse(form: Any, page: Page) -> tuple[dict[str, Any], str]:
     """The form as the sync's YAML values; InvalidInput names the field that is wrong."""
     ws = page.workspace
-    model = required(form, "model", "Model")
+    what = _what(form, ws)
     destination = required(form, "destination", "Destination")
     dest = ws.destination(destination)
-    ws.model(model)
     choices: list[dict[str, Any]] = []
     for i in range(FALLBACK_SLOTS):
         kind = text(form, f"id_kind_{i}")
@@ -107,7 +135,7 @@ def _parse(form: Any, page: Page) -> tuple[dict[str, Any], str]:
     if not choices:
         raise InvalidInput("choose the identifier to match on (at least the first one)")
     values: dict[str, Any] = {
-        "model": model,
+        **what,
         "destination": destination,
         "identifier": choices[0] if len(choices) == 1 else {"fallback": choices},
     }
@@ -149,10 +177,14 @@ def _parse(form: Any, page: Page) -> tuple[dict[str, Any], str]:
 async def _form_context(page: Page, values: dict[str, Any], **extra: Any) -> dict[str, Any]:
     ws = page.workspace
     model, destination = values.get("model"), values.get("destination")
+    audience = ws.config.audiences.get(values.get("audience") or "")
     columns: list[str] = []
     cohorts = None
     problems: list[str] = []
-    if model in ws.config.models:
+    if audience is not None:
+        # A person is named by one of the parent's declared identifier columns.
+        columns = list(ws.config.parents[audience.parent].identifiers)
+    elif model in ws.config.models:
         try:
             columns = await page.call(service.model_columns, ws, model)
         except SyncError as exc:
@@ -167,6 +199,11 @@ async def _form_context(page: Page, values: dict[str, Any], **extra: Any) -> dic
         "active": "syncs",
         "values": values,
         "models": list(ws.config.models),
+        "audiences": list(ws.config.audiences),
+        "audience_splits": list(audience.splits.groups) if audience is not None and audience.splits else [],
+        "audience_lists": [
+            n for n, pl in ws.config.priority_lists.items() if values.get("audience") in pl.audiences
+        ],
         "destinations": {n: service.destination_label(c) for n, c in ws.config.destinations.items()},
         "dest_type": dest.type if dest is not None else None,
         "columns": columns,
@@ -184,10 +221,22 @@ async def _form_context(page: Page, values: dict[str, Any], **extra: Any) -> dic
 
 
 @router.get("/syncs/new")
-async def new_sync(page: AdminOnly, model: str = "", destination: str = "") -> Response:
+async def new_sync(
+    page: AdminOnly, model: str = "", destination: str = "", audience: str = "", what: str = ""
+) -> Response:
     ws = page.workspace
+    # The first step's one select names a model or an audience: "model:NAME" or "audience:NAME".
+    kind, _, chosen = what.partition(":")
+    if kind == "model":
+        model = chosen
+    elif kind == "audience":
+        audience = chosen
+    if not (model or audience):
+        model = next(iter(ws.config.models), "")
+        audience = "" if model else next(iter(ws.config.audiences), "")
     values: dict[str, Any] = {
-        "model": model or next(iter(ws.config.models), ""),
+        "model": "" if audience else model,
+        "audience": audience,
         "destination": destination or next(iter(ws.config.destinations), ""),
         "cohort_mode": "create",
         "on_row_removed": "remove",
@@ -197,7 +246,7 @@ async def new_sync(page: AdminOnly, model: str = "", destination: str = "") -> R
         "alert_failed": "on",
         "id_kind_0": "external_id",
     }
-    step = "details" if model and destination else "choose"
+    step = "details" if (model or audience) and destination else "choose"
     context = await _form_context(page, values, step=step)
     return page.render("syncweb/sync_form.html", context)
 
