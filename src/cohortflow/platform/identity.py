@@ -350,19 +350,43 @@ def get_or_create_device_user(
             .values(last_seen_at=now)
         )
         return owner, False
-    user_id = create_user(conn, workspace_id, now=now)
-    inserted = conn.execute(
-        upsert_insert(conn, user_devices)
-        .values(workspace_id=workspace_id, device_id=device_id, user_id=user_id, created_at=now, last_seen_at=now)
-        .on_conflict_do_nothing()
-    ).rowcount
-    if inserted == 0:
-        conn.execute(delete(users).where(users.c.id == user_id))
+    user_id = create_device_user(conn, workspace_id, device_id, new_user_values(workspace_id, None, now), now=now)
+    if user_id is None:
         winner = find_by_device(conn, workspace_id, device_id)
         if winner is None:  # pragma: no cover - see get_or_create_by_external_id
             raise InvalidRequest("device is being registered by another request; retry")
         return winner, False
     return user_id, True
+
+
+def create_device_user(
+    conn: Connection, workspace_id: str, device_id: str, values: dict[str, Any], *, now: datetime
+) -> int | None:
+    """A new profile with the columns ``values`` (:func:`new_user_values`, maybe with attributes and an external
+    id) owning the new device ``device_id``: two statements. None, leaving nothing behind, when a concurrent
+    request took that external id or registered that device first."""
+    user_id = conn.execute(
+        upsert_insert(conn, users)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
+        .returning(users.c.id),
+        values,
+    ).scalar_one_or_none()
+    if user_id is None:
+        return None
+    inserted = conn.execute(
+        upsert_insert(conn, user_devices).on_conflict_do_nothing(),
+        {
+            "workspace_id": workspace_id,
+            "device_id": device_id,
+            "user_id": user_id,
+            "created_at": now,
+            "last_seen_at": now,
+        },
+    ).rowcount
+    if inserted == 0:
+        conn.execute(delete(users).where(users.c.id == user_id))
+        return None
+    return int(user_id)
 
 
 def move_device(

@@ -602,6 +602,15 @@ def track(conn: Connection, workspace_id: str, request: TrackRequest, *, now: da
     )
 
 
+def new_profile_values(
+    workspace_id: str, external_id: str | None, changes: ProfileChanges, *, now: datetime, where: str
+) -> dict[str, Any]:
+    """The columns of a new profile that starts with ``changes`` applied (inserted once, already complete)."""
+    profile = _Profile(identity.new_user_values(workspace_id, external_id, now), new=True)
+    profile.apply(changes, where)
+    return {**profile.row, **profile.columns, "custom_attributes": profile.custom}
+
+
 def apply_profile_changes(
     conn: Connection, workspace_id: str, user_id: int, changes: ProfileChanges, *, now: datetime, where: str
 ) -> None:
