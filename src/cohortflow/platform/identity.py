@@ -325,6 +325,43 @@ def create_alias_only_user(
     return user_id, True
 
 
+def insert_alias_only_users(
+    conn: Connection, workspace_id: str, rows: dict[AliasKey, dict[str, Any]], *, now: datetime
+) -> dict[AliasKey, int]:
+    """Insert alias-only profiles (``rows``: each alias's profile columns, :func:`new_user_values` plus the same
+    standard columns in every row) with their aliases: two statements for the batch, however large.
+
+    Returns the ids of those created. An alias a concurrent request took first is skipped: its profile is
+    removed again, and the caller finds the winner with :func:`find_by_alias`.
+    """
+    if not rows:
+        return {}
+    keys = sorted(rows)  # two requests creating overlapping sets take the unique index's locks in the same order
+    created = conn.execute(users.insert().returning(users.c.id, users.c.braze_id), [rows[k] for k in keys])
+    ids = {str(braze_id): int(uid) for uid, braze_id in created}
+    user_ids = {k: ids[rows[k]["braze_id"]] for k in keys}
+    taken = conn.execute(
+        upsert_insert(conn, user_aliases)
+        .on_conflict_do_nothing()
+        .returning(user_aliases.c.alias_label, user_aliases.c.alias_name),
+        [
+            {
+                "workspace_id": workspace_id,
+                "alias_label": k.alias_label,
+                "alias_name": k.alias_name,
+                "user_id": user_ids[k],
+                "created_at": now,
+            }
+            for k in keys
+        ],
+    )
+    won = {AliasKey(label, name) for label, name in taken}
+    lost = [user_ids[k] for k in keys if k not in won]
+    if lost:
+        conn.execute(delete(users).where(users.c.id.in_(lost)))
+    return {k: user_ids[k] for k in keys if k in won}
+
+
 def devices_of(conn: Connection, user_id: int) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(user_devices.c.device_id, user_devices.c.created_at, user_devices.c.last_seen_at)

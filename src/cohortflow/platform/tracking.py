@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -385,6 +386,7 @@ class _Resolver:
         self.by_braze: dict[str, int] = {}
         self.profiles: dict[int, _Profile] = {}
         self.new_users: dict[str, _Profile] = {}
+        self.new_aliases: dict[AliasKey, _Profile] = {}
 
     def prefetch(self, objects: list[_Identified]) -> None:
         externals = {o.external_id for o in objects if o.external_id is not None}
@@ -430,6 +432,15 @@ class _Resolver:
                 )
             ):
                 self.by_alias[AliasKey(label, name)] = int(uid)
+            # Missing alias-only users whose first mention may create them: created at flush, like new
+            # external ids (one batch, final attributes).
+            first_alias: dict[AliasKey, _Identified] = {}
+            for o in objects:
+                if o.user_alias is not None:
+                    first_alias.setdefault(o.user_alias.key(), o)
+            for alias, o in first_alias.items():
+                if alias not in self.by_alias and not o.updates_existing_only:
+                    self.new_aliases[alias] = _Profile(identity.new_user_values(ws, None, self.now), new=True)
         if brazes:
             for uid, bid in self.conn.execute(
                 select(users.c.id, users.c.braze_id).where(users.c.workspace_id == ws, users.c.braze_id.in_(brazes))
@@ -474,6 +485,8 @@ class _Resolver:
         if obj.user_alias is not None:
             key = obj.user_alias.key()
             uid = self.by_alias.get(key)
+            if uid is None and key in self.new_aliases:
+                return self.new_aliases[key]
             if uid is None:
                 if not create:
                     return "user_alias does not exist and _update_existing_only is true (the default with user_alias)"
@@ -489,7 +502,43 @@ class _Resolver:
 
     def flush(self) -> None:
         self._insert_new_users()
+        self._insert_new_alias_users()
         flush_profiles(self.conn, list(self.profiles.values()), self.now)
+
+    def _new_rows(self, profiles: list[_Profile]) -> list[dict[str, Any]]:
+        """The rows of new profiles with their final attributes, every row with the same columns."""
+        columns = sorted({c for p in profiles for c in p.columns})
+        return [
+            {**p.row, **{c: p.columns.get(c) for c in columns}, "custom_attributes": p.custom, "updated_at": self.now}
+            for p in profiles
+        ]
+
+    def _adopt(self, profile: _Profile, created: int | None, find_existing: Callable[[], int | None]) -> None:
+        """Give a new profile its row: the one just inserted, or else the one a concurrent request created first,
+        on which this request's changes are replayed (locked) as if that user had existed all along."""
+        if created is not None:
+            profile.id = created
+            profile.dirty = False
+            self.profiles[created] = profile
+            return
+        existing = find_existing()
+        if existing is None:  # pragma: no cover - the conflicting row is visible once its writer committed
+            raise InvalidRequest("a user named by this request is being created by another request; retry")
+        replayed = self.profiles.get(existing) or self._load(existing)
+        for changes, where in profile.log or []:
+            replayed.apply(changes, where)
+        profile.id = existing
+
+    def _insert_new_alias_users(self) -> None:
+        if not self.new_aliases:
+            return
+        keys = list(self.new_aliases)
+        rows = dict(zip(keys, self._new_rows([self.new_aliases[k] for k in keys]), strict=True))
+        created = identity.insert_alias_only_users(self.conn, self.workspace_id, rows, now=self.now)
+        for key, profile in self.new_aliases.items():
+            find = functools.partial(identity.find_by_alias, self.conn, self.workspace_id, key)
+            self._adopt(profile, created.get(key), find)
+        self.new_aliases.clear()
 
     def _insert_new_users(self) -> None:
         """Insert the request's new users with their final attributes: one cached statement, one round trip.
@@ -499,32 +548,11 @@ class _Resolver:
         """
         if not self.new_users:
             return
-        columns = sorted({c for p in self.new_users.values() for c in p.columns})
-        rows = [
-            {
-                **p.row,
-                **{c: p.columns.get(c) for c in columns},
-                "custom_attributes": p.custom,
-                "updated_at": self.now,
-            }
-            # Sorted, so two requests creating overlapping sets take their row locks in the same order.
-            for _, p in sorted(self.new_users.items())
-        ]
-        created = identity.insert_new_users(self.conn, rows)
+        # Sorted, so two requests creating overlapping sets take their row locks in the same order.
+        created = identity.insert_new_users(self.conn, self._new_rows([p for _, p in sorted(self.new_users.items())]))
         for ext, profile in self.new_users.items():
-            uid = created.get(ext)
-            if uid is not None:
-                profile.id = uid
-                profile.dirty = False
-                self.profiles[uid] = profile
-                continue
-            existing = identity.find_by_external_id(self.conn, self.workspace_id, ext)
-            if existing is None:  # pragma: no cover - the conflicting row is visible once its writer committed
-                raise InvalidRequest(f"external_id {ext!r} is being created by another request; retry")
-            replayed = self.profiles.get(existing) or self._load(existing)
-            for changes, where in profile.log or []:
-                replayed.apply(changes, where)
-            profile.id = existing
+            find = functools.partial(identity.find_by_external_id, self.conn, self.workspace_id, ext)
+            self._adopt(profile, created.get(ext), find)
         self.new_users.clear()
 
 
