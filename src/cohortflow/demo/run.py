@@ -34,7 +34,7 @@ from cohortflow.platform.cohorts import CohortInfo, get_cohort
 from cohortflow.platform.import_keys import create_import_key
 from cohortflow.platform.messaging.campaigns import create_campaign, request_send, run_send
 from cohortflow.platform.partners import create_partner
-from cohortflow.platform.process import start_server
+from cohortflow.platform.process import launch_server
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.segments.service import SegmentSize, create_segment, segment_size
 from cohortflow.platform.workspaces import create_workspace
@@ -142,15 +142,15 @@ def run_demo(
     report = DemoReport(directory=directory)
     warehouse = directory / "warehouse.duckdb"
 
-    step(f"Generating a DuckDB warehouse of {customers:,} customers")
-    report.warehouse = generate(warehouse, customers)
-
     database_url = f"sqlite:///{directory / 'platform.db'}"
     runtime = PlatformRuntime.open(PlatformSettings(database_url=database_url))
     try:
-        # A process of its own, as the platform runs in production, so client and server each get a core.
-        with start_server(database_url) as server:
-            base_url = server.base_url
+        # A process of its own, as the platform runs in production, so client and server each get a core. It
+        # starts (a second or two of imports) while the warehouse is generated.
+        with launch_server(database_url) as server:
+            step(f"Generating a DuckDB warehouse of {customers:,} customers")
+            report.warehouse = generate(warehouse, customers)
+            base_url = server.wait_ready().base_url
             report.rest_endpoint = base_url
             step(f"Platform serving on {base_url} (SQLite); creating a workspace and a Hightouch data import key")
             with runtime.transaction() as conn:
