@@ -263,6 +263,7 @@ INVALID_OBJECTS: list[tuple[str, dict[str, Any], str]] = [
     ("attributes", {"external_id": "x", "email": "not-an-email"}, "email"),
     ("attributes", {"external_id": "x", "gender": "X"}, "gender"),
     ("attributes", {"external_id": "x", "time_zone": "Mars/Olympus"}, "time_zone"),
+    ("attributes", {"external_id": "x", "time_zone": "0" * 300}, "time_zone"),  # too long for a file name
     ("attributes", {"external_id": "x", "first_name": 12}, "first_name"),
     ("attributes", {"external_id": "x", "$bad": 1}, "'$bad'"),
     ("attributes", {"external_id": "x", "n": {"inc": 1.5}}, "'inc' takes an integer"),

@@ -13,18 +13,21 @@ import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StrictBool,
     StringConstraints,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
 
 from cohortflow.clock import to_utc, utcnow
@@ -32,7 +35,7 @@ from cohortflow.platform import identity, matching
 from cohortflow.platform.bounds import MAX_AMOUNT
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.identity import AliasKey
-from cohortflow.platform.profile_attributes import ProfileAttributes, ProfileChanges
+from cohortflow.platform.profile_attributes import ProfileAttributes, ProfileChanges, lean_profile_changes
 from cohortflow.platform.store.schema import (
     user_aliases,
     user_events,
@@ -49,6 +52,7 @@ from cohortflow.platform.user_requests import (
     RequestBody,
     UserAlias,
     check_array_sizes,
+    check_storable,
     validation_error,
 )
 
@@ -91,6 +95,56 @@ class _Identified(BaseModel):
 
 class AttributesObject(ProfileAttributes, _Identified):
     """One object of ``attributes``: a user identifier plus attributes to set."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeanAttributes:
+    """An ``attributes`` object in the common shape (a user named by external id, plain attributes), validated
+    without a model: what the domain reads of an :class:`AttributesObject`, nothing more."""
+
+    external_id: str
+    changes: ProfileChanges
+    update_existing_only: bool | None = None
+    user_alias: None = None
+    braze_id: None = None
+
+    @property
+    def updates_existing_only(self) -> bool:
+        return bool(self.update_existing_only)
+
+
+_LEAN_IDENTIFIERS = frozenset(("external_id", "_update_existing_only", "app_id"))
+
+
+def lean_attributes(data: Any) -> list[LeanAttributes] | None:
+    """A ``/users/track`` body holding only ``attributes``, every object naming its user by external id with
+    plainly valid attributes (the bulk of real traffic), validated without a model per object; None for any
+    other body, which the model then validates with its exact errors."""
+    if type(data) is not dict or data.keys() != {"attributes"}:
+        return None
+    objects = data["attributes"]
+    if type(objects) is not list or len(objects) > MAX_TRACK_OBJECTS:
+        return None
+    try:
+        check_storable(objects)
+    except PydanticCustomError:
+        return None
+    lean = []
+    for obj in objects:
+        if type(obj) is not dict or "user_alias" in obj or "braze_id" in obj:
+            return None
+        external_id = obj.get("external_id")
+        if type(external_id) is not str or not 1 <= len(external_id) <= identity.MAX_EXTERNAL_ID_LENGTH:
+            return None
+        only = obj.get("_update_existing_only")
+        app_id = obj.get("app_id")
+        if (only is not None and type(only) is not bool) or (app_id is not None and type(app_id) is not str):
+            return None
+        changes = lean_profile_changes(obj, _LEAN_IDENTIFIERS)
+        if changes is None:
+            return None
+        lean.append(LeanAttributes(external_id, changes, only))
+    return lean
 
 
 def parse_time(value: str) -> datetime:
@@ -229,6 +283,17 @@ class TrackRequest(RequestBody):
         # Checked before the objects so an oversized request is refused without validating its contents.
         check_array_sizes(data, ("attributes", "events", "purchases"), MAX_TRACK_OBJECTS, TOO_MANY_TRACK_OBJECTS)
         return data
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _lean(cls, data: Any, handler: ModelWrapValidatorHandler[TrackRequest]) -> TrackRequest:
+        # The common body skips the per-object models; its objects are then LeanAttributes, which carry what
+        # the domain reads of an AttributesObject (the field keeps the model's type for the API's schema). Any
+        # other body goes through the model and its errors.
+        lean = lean_attributes(data)
+        if lean is None:
+            return handler(data)
+        return cls.model_construct(attributes=cast(Any, lean))
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
