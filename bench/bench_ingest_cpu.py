@@ -117,13 +117,13 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the request counts")
     args = parser.parse_args()
+    host = machine()
     with throwaway_database(args.backend) as url:
         figures = asyncio.run(measure(url, args.scale))
     for name, ms in figures.items():
         print(f"{args.backend} {name}: {ms:.2f} ms of CPU per request")
-    load = os.getloadavg()
-    print(json.dumps({"bench": "ingest_cpu", "backend": args.backend, "machine": machine(), "load_after": load,
-                      "ms_cpu_per_request": figures}))  # fmt: skip
+    print(json.dumps({"bench": "ingest_cpu", "backend": args.backend, "machine": host,
+                      "load_average_at_end": os.getloadavg(), "ms_cpu_per_request": figures}))  # fmt: skip
 
 
 if __name__ == "__main__":
