@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, and_, delete, exists, func, literal, select, update
+from sqlalchemy import BigInteger, Connection, and_, bindparam, delete, exists, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert
 
@@ -43,7 +43,7 @@ from cohortflow.platform.store.schema import (
     user_purchases,
     users,
 )
-from cohortflow.platform.store.upsert import upsert_insert
+from cohortflow.platform.store.upsert import dialect_insert, upsert_insert
 
 BRAZE_ID_HEX_CHARS = 24
 RANDOM_BUCKETS = 10_000
@@ -108,10 +108,18 @@ def get_user(conn: Connection, workspace_id: str, user_id: int, *, lock: bool = 
     return dict(row) if row else None
 
 
+# The lookups every SDK request makes, built once: on SQLite, building a statement took longer than running it.
+_USER_BY_EXTERNAL_ID = select(users.c.id).where(
+    users.c.workspace_id == bindparam("workspace_id"), users.c.external_id == bindparam("external_id")
+)
+_USER_BY_DEVICE = select(user_devices.c.user_id).where(
+    user_devices.c.workspace_id == bindparam("workspace_id"), user_devices.c.device_id == bindparam("device_id")
+)
+
+
 def find_by_external_id(conn: Connection, workspace_id: str, external_id: str) -> int | None:
-    return conn.execute(
-        select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.external_id == external_id)
-    ).scalar_one_or_none()
+    params = {"workspace_id": workspace_id, "external_id": external_id}
+    return conn.execute(_USER_BY_EXTERNAL_ID, params).scalar_one_or_none()
 
 
 def find_by_braze_id(conn: Connection, workspace_id: str, braze_id: str) -> int | None:
@@ -131,11 +139,8 @@ def find_by_alias(conn: Connection, workspace_id: str, alias: AliasKey) -> int |
 
 
 def find_by_device(conn: Connection, workspace_id: str, device_id: str) -> int | None:
-    return conn.execute(
-        select(user_devices.c.user_id).where(
-            user_devices.c.workspace_id == workspace_id, user_devices.c.device_id == device_id
-        )
-    ).scalar_one_or_none()
+    params = {"workspace_id": workspace_id, "device_id": device_id}
+    return conn.execute(_USER_BY_DEVICE, params).scalar_one_or_none()
 
 
 def find_by_email(conn: Connection, workspace_id: str, email: str) -> list[int]:
@@ -402,16 +407,12 @@ def create_device_user(
     """A new profile with the columns ``values`` (:func:`new_user_values`, maybe with attributes and an external
     id) owning the new device ``device_id``: two statements. None, leaving nothing behind, when a concurrent
     request took that external id or registered that device first."""
-    user_id = conn.execute(
-        upsert_insert(conn, users)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
-        .returning(users.c.id),
-        values,
-    ).scalar_one_or_none()
+    insert_user, insert_device = _device_user_inserts(conn.dialect.name)
+    user_id = conn.execute(insert_user, values).scalar_one_or_none()
     if user_id is None:
         return None
     inserted = conn.execute(
-        upsert_insert(conn, user_devices).on_conflict_do_nothing(),
+        insert_device,
         {
             "workspace_id": workspace_id,
             "device_id": device_id,
@@ -424,6 +425,17 @@ def create_device_user(
         conn.execute(delete(users).where(users.c.id == user_id))
         return None
     return int(user_id)
+
+
+@functools.cache
+def _device_user_inserts(dialect: str) -> tuple[Insert, Insert]:
+    """The two inserts of :func:`create_device_user` in ``dialect``, built once."""
+    return (
+        dialect_insert(dialect, users)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
+        .returning(users.c.id),
+        dialect_insert(dialect, user_devices).on_conflict_do_nothing(),
+    )
 
 
 def move_device(
