@@ -263,6 +263,7 @@ INVALID_OBJECTS: list[tuple[str, dict[str, Any], str]] = [
     ("attributes", {"external_id": "x", "email": "not-an-email"}, "email"),
     ("attributes", {"external_id": "x", "gender": "X"}, "gender"),
     ("attributes", {"external_id": "x", "time_zone": "Mars/Olympus"}, "time_zone"),
+    ("attributes", {"external_id": "x", "time_zone": "0" * 300}, "time_zone"),  # too long for a file name
     ("attributes", {"external_id": "x", "first_name": 12}, "first_name"),
     ("attributes", {"external_id": "x", "$bad": 1}, "'$bad'"),
     ("attributes", {"external_id": "x", "n": {"inc": 1.5}}, "'inc' takes an integer"),
@@ -803,40 +804,51 @@ def test_track_objects_apply_in_request_order(client: httpx.Client, tenant: Tena
     assert "first_name" not in user and user["last_name"] == "Created" and user["home_city"] == "Applied"
 
 
+@pytest.mark.parametrize("named_by", ["external_id", "user_alias"])
 def test_concurrent_requests_creating_the_same_users_lose_no_change(
-    server: Any, tenant: Tenant, runtime: PlatformRuntime
+    server: Any, tenant: Tenant, runtime: PlatformRuntime, named_by: str
 ) -> None:
-    """Eight connections create the same 75 new users at once, each incrementing a counter and adding to a
-    list: every user exists once and carries every request's changes (the loser of a creation race replays its
-    changes on the winner's row)."""
+    """Eight connections create the same 75 new users (by external id, or alias-only users by alias) at once,
+    each incrementing a counter and adding to a list: every user exists once and carries every request's changes
+    (the loser of a creation race replays its changes on the winner's row)."""
     from concurrent.futures import ThreadPoolExecutor
 
     tag = uuid.uuid4().hex[:8]
     ids = [f"race-{tag}-{i}" for i in range(75)]
 
+    def named(e: str) -> dict[str, Any]:
+        if named_by == "external_id":
+            return {"external_id": e}
+        return {"user_alias": {"alias_label": "crm", "alias_name": e}, "_update_existing_only": False}
+
     def send(n: int) -> int:
         body = {
             "attributes": [
-                {"external_id": e, "visits": {"inc": 1}, "tags": {"add": [f"r{n}"]}, "country": "FR"} for e in ids
+                {**named(e), "visits": {"inc": 1}, "tags": {"add": [f"r{n}"]}, "country": "FR"} for e in ids
             ],
-            "events": [{"external_id": ids[n], "name": "raced", "time": "2026-01-01T00:00:00Z"}],
+            "events": [{**named(ids[n]), "name": "raced", "time": "2026-01-01T00:00:00Z"}],
         }
+        body["events"][0].pop("_update_existing_only", None)
         with httpx.Client(base_url=server.base_url, timeout=60) as c:
             return post(c, tenant, "/users/track", body).status_code
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(send, range(8))) == [201] * 8
     with runtime.engine.connect() as conn:
+        key = users.c.external_id if named_by == "external_id" else user_aliases.c.alias_name
         rows = conn.execute(
-            select(users.c.external_id, users.c.custom_attributes, users.c.country).where(
-                users.c.workspace_id == tenant.workspace_id, users.c.external_id.in_(ids)
-            )
+            select(key, users.c.custom_attributes, users.c.country)
+            .select_from(users.outerjoin(user_aliases, user_aliases.c.user_id == users.c.id))
+            .where(users.c.workspace_id == tenant.workspace_id, key.in_(ids))
         ).all()
+        everyone = conn.execute(
+            select(func.count()).select_from(users).where(users.c.workspace_id == tenant.workspace_id)
+        ).scalar_one()
         events = conn.execute(
             select(func.count()).select_from(user_events).where(user_events.c.workspace_id == tenant.workspace_id)
         ).scalar_one()
-    assert len(rows) == 75
-    for _ext, custom, country in rows:
+    assert len(rows) == 75 == everyone  # no profile left behind by a lost race
+    for _key, custom, country in rows:
         assert custom["visits"] == 8 and sorted(custom["tags"]) == sorted(f"r{n}" for n in range(8))
         assert country == "FR"
     assert events == 8

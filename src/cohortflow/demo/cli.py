@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cohortflow.demo.run import DemoReport, run_demo
+from cohortflow.demo.layout import launch_platform, reset_directory
 from cohortflow.logs import configure_logging
 from cohortflow.settings import get_settings
+
+if TYPE_CHECKING:
+    from cohortflow.demo.run import DemoReport
 
 
 def report_dict(report: DemoReport) -> dict[str, Any]:
@@ -148,8 +151,16 @@ def demo(customers: int, directory: Path, as_json: bool) -> None:
         bars.update(tasks[what], completed=done, total=total)
 
     try:
+        directory = reset_directory(directory)
+        # The platform server starts first: it imports and starts while this process imports the rest.
+        server = launch_platform(directory)
+        try:
+            from cohortflow.demo.run import run_demo
+        except BaseException:
+            server.stop()
+            raise
         with bars:
-            report = run_demo(directory, customers, step=step, progress=progress)
+            report = run_demo(directory, customers, server=server, step=step, progress=progress)
     except Exception as exc:  # the demo's user needs the reason, not a traceback
         raise click.ClickException(f"the demo failed: {type(exc).__name__}: {exc}") from exc
     data = report_dict(report)

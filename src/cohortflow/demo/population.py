@@ -1,10 +1,11 @@
 """Load the demo warehouse's customers into the platform the way real apps and back ends do.
 
-Identified customers and alias-only customers arrive through ``/users/track`` (REST API key); app users
-arrive through the SDK endpoint (app key): a new device creates an anonymous user, and for
-``anonymous_then_identified`` customers a later ``changeUser`` identifies that user with an external id
-the warehouse does not know, so the warehouse's device id no longer matches in cohort import.
-Warehouse-only customers are not loaded at all.
+Identified customers and alias-only customers arrive through ``/users/track`` (REST API key), 75 a request;
+app users arrive through the SDK endpoint (app key), one request per device, as each installed app sends its
+own: a new device creates an anonymous user, and for ``anonymous_then_identified`` customers the app's
+``changeUser`` identifies that user with an external id the warehouse does not know, so the warehouse's device
+id no longer matches in cohort import. The login travels in the same request as the first session's data, as
+Braze's SDKs batch what happened since their last flush. Warehouse-only customers are not loaded at all.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import httpx
 from cohortflow.demo.warehouse import ALIAS_LABEL
 
 TRACK_BATCH = 75  # Braze's limit of attribute objects per /users/track request
+_OPEN = {"name": "app_open"}
 
 
 @dataclass
@@ -60,9 +62,17 @@ def _chunks(items: Sequence[dict[str, Any]], size: int) -> list[Sequence[dict[st
 Progress = Callable[[int, int], None]
 
 
+RETRIES = 5
+
+
 async def _post(client: httpx.AsyncClient, gate: asyncio.Semaphore, url: str, body: dict[str, Any], **kw: Any) -> None:
-    async with gate:
-        response = await client.post(url, json=body, **kw)
+    """POST, retrying what the platform asks to retry (429, 503: nothing was written) after its Retry-After."""
+    for attempt in range(RETRIES + 1):
+        async with gate:
+            response = await client.post(url, json=body, **kw)
+        if response.status_code not in (429, 503) or attempt == RETRIES:
+            break
+        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
     if response.status_code >= 300:
         raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
 
@@ -94,8 +104,7 @@ async def load_customers(
         if r["profile_kind"] == "alias_only"
     ]
     devices = [r for r in rows if r["profile_kind"] in ("anonymous", "anonymous_then_identified")]
-    logins_total = sum(1 for r in devices if r["profile_kind"] == "anonymous_then_identified")
-    total = -(-len(identified + aliases) // TRACK_BATCH) + len(devices) + logins_total
+    total = -(-len(identified + aliases) // TRACK_BATCH) + len(devices)
     done = 0
 
     async def counted(request: Awaitable[None]) -> None:
@@ -105,43 +114,20 @@ async def load_customers(
         if progress is not None:
             progress(done, total)
 
+    def first_session(row: dict[str, Any]) -> dict[str, Any]:
+        body = {"api_key": app_key, "device_id": row["device_id"], "attributes": _profile(row), "events": [_OPEN]}
+        if row["profile_kind"] == "anonymous_then_identified":
+            # The app logs the user in: changeUser gives them an external id of the app's own.
+            body["external_id"] = f"app-login-{row['customer_id']}"
+        return body
+
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
         track = [
             counted(_post(client, gate, "/users/track", {"attributes": list(chunk)}, headers=auth))
             for chunk in _chunks(identified + aliases, TRACK_BATCH)
         ]
-        stats.track_requests = len(track)
-        await asyncio.gather(*track)
-        first_sessions = [
-            counted(
-                _post(
-                    client,
-                    gate,
-                    "/sdk/data",
-                    {
-                        "api_key": app_key,
-                        "device_id": r["device_id"],
-                        "attributes": _profile(r),
-                        "events": [{"name": "app_open"}],
-                    },
-                )
-            )
-            for r in devices
-        ]
-        await asyncio.gather(*first_sessions)
-        # The app later logs these users in: changeUser gives them an external id of the app's own.
-        logins = [
-            counted(
-                _post(
-                    client,
-                    gate,
-                    "/sdk/data",
-                    {"api_key": app_key, "device_id": r["device_id"], "external_id": f"app-login-{r['customer_id']}"},
-                )
-            )
-            for r in devices
-            if r["profile_kind"] == "anonymous_then_identified"
-        ]
-        await asyncio.gather(*logins)
-        stats.sdk_requests = len(first_sessions) + len(logins)
+        sessions = [counted(_post(client, gate, "/sdk/data", first_session(r))) for r in devices]
+        stats.track_requests, stats.sdk_requests = len(track), len(sessions)
+        # Back ends and apps send at the same time, as they do in production.
+        await asyncio.gather(*track, *sessions)
     return stats

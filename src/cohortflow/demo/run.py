@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 
 from cohortflow.clock import utcnow
+from cohortflow.demo.layout import launch_platform, platform_database_url, reset_directory
 from cohortflow.demo.outbox import Outbox
 from cohortflow.demo.population import LoadStats, load_customers
 from cohortflow.demo.warehouse import ALIAS_LABEL, HIGH_VALUE_SQL, WarehouseStats, churn, generate
@@ -34,7 +34,7 @@ from cohortflow.platform.cohorts import CohortInfo, get_cohort
 from cohortflow.platform.import_keys import create_import_key
 from cohortflow.platform.messaging.campaigns import create_campaign, request_send, run_send
 from cohortflow.platform.partners import create_partner
-from cohortflow.platform.process import start_server
+from cohortflow.platform.process import ServerProcess
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.segments.service import SegmentSize, create_segment, segment_size
 from cohortflow.platform.workspaces import create_workspace
@@ -118,7 +118,7 @@ def write_env(directory: Path, port: int, values: dict[str, str]) -> Path:
     """``.env`` in the demo folder: the settings and keys that let ``cd DIR`` + ``cohortflow ...`` continue the setup
     (serve the same platform on the same port, keep syncing into the same state). Mode 0600: it holds keys."""
     settings = {
-        "COHORTFLOW_PLATFORM_DATABASE_URL": f"sqlite:///{directory / 'platform.db'}",
+        "COHORTFLOW_PLATFORM_DATABASE_URL": platform_database_url(directory),
         "COHORTFLOW_PLATFORM__PORT": str(port),
         "COHORTFLOW_PLATFORM__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "COHORTFLOW_SYNC_STATE_URL": f"sqlite:///{directory / 'sync-state.db'}",
@@ -133,24 +133,34 @@ def write_env(directory: Path, port: int, values: dict[str, str]) -> Path:
 
 
 def run_demo(
-    directory: Path, customers: int, *, step: Step = lambda _msg: None, progress: ProgressFn = _no_progress
+    directory: Path,
+    customers: int,
+    *,
+    server: ServerProcess | None = None,
+    step: Step = lambda _msg: None,
+    progress: ProgressFn = _no_progress,
 ) -> DemoReport:
-    directory = directory.resolve()
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    """Run the demo in ``directory``. ``server``: the platform already launched there by
+    :func:`cohortflow.demo.layout.launch_platform` on a folder :func:`~cohortflow.demo.layout.reset_directory`
+    emptied; without it, both happen here."""
+    if server is None:
+        directory = reset_directory(directory)
+        server = launch_platform(directory)
     report = DemoReport(directory=directory)
     warehouse = directory / "warehouse.duckdb"
 
-    step(f"Generating a DuckDB warehouse of {customers:,} customers")
-    report.warehouse = generate(warehouse, customers)
-
-    database_url = f"sqlite:///{directory / 'platform.db'}"
-    runtime = PlatformRuntime.open(PlatformSettings(database_url=database_url))
+    database_url = platform_database_url(directory)
     try:
-        # A process of its own, as the platform runs in production, so client and server each get a core.
-        with start_server(database_url) as server:
-            base_url = server.base_url
+        # The server starts (a second or two of imports) while the warehouse is generated.
+        step(f"Generating a DuckDB warehouse of {customers:,} customers")
+        report.warehouse = generate(warehouse, customers)
+        runtime = PlatformRuntime.open(PlatformSettings(database_url=database_url))
+    except BaseException:
+        server.stop()
+        raise
+    try:
+        with server:
+            base_url = server.wait_ready().base_url
             report.rest_endpoint = base_url
             step(f"Platform serving on {base_url} (SQLite); creating a workspace and a Hightouch data import key")
             with runtime.transaction() as conn:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, and_, delete, exists, func, literal, select, update
+from sqlalchemy import BigInteger, Connection, and_, bindparam, delete, exists, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Insert
 
@@ -43,7 +43,7 @@ from cohortflow.platform.store.schema import (
     user_purchases,
     users,
 )
-from cohortflow.platform.store.upsert import upsert_insert
+from cohortflow.platform.store.upsert import dialect_insert, upsert_insert
 
 BRAZE_ID_HEX_CHARS = 24
 RANDOM_BUCKETS = 10_000
@@ -108,10 +108,18 @@ def get_user(conn: Connection, workspace_id: str, user_id: int, *, lock: bool = 
     return dict(row) if row else None
 
 
+# The lookups every SDK request makes, built once: on SQLite, building a statement took longer than running it.
+_USER_BY_EXTERNAL_ID = select(users.c.id).where(
+    users.c.workspace_id == bindparam("workspace_id"), users.c.external_id == bindparam("external_id")
+)
+_USER_BY_DEVICE = select(user_devices.c.user_id).where(
+    user_devices.c.workspace_id == bindparam("workspace_id"), user_devices.c.device_id == bindparam("device_id")
+)
+
+
 def find_by_external_id(conn: Connection, workspace_id: str, external_id: str) -> int | None:
-    return conn.execute(
-        select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.external_id == external_id)
-    ).scalar_one_or_none()
+    params = {"workspace_id": workspace_id, "external_id": external_id}
+    return conn.execute(_USER_BY_EXTERNAL_ID, params).scalar_one_or_none()
 
 
 def find_by_braze_id(conn: Connection, workspace_id: str, braze_id: str) -> int | None:
@@ -131,11 +139,8 @@ def find_by_alias(conn: Connection, workspace_id: str, alias: AliasKey) -> int |
 
 
 def find_by_device(conn: Connection, workspace_id: str, device_id: str) -> int | None:
-    return conn.execute(
-        select(user_devices.c.user_id).where(
-            user_devices.c.workspace_id == workspace_id, user_devices.c.device_id == device_id
-        )
-    ).scalar_one_or_none()
+    params = {"workspace_id": workspace_id, "device_id": device_id}
+    return conn.execute(_USER_BY_DEVICE, params).scalar_one_or_none()
 
 
 def find_by_email(conn: Connection, workspace_id: str, email: str) -> list[int]:
@@ -325,6 +330,43 @@ def create_alias_only_user(
     return user_id, True
 
 
+def insert_alias_only_users(
+    conn: Connection, workspace_id: str, rows: dict[AliasKey, dict[str, Any]], *, now: datetime
+) -> dict[AliasKey, int]:
+    """Insert alias-only profiles (``rows``: each alias's profile columns, :func:`new_user_values` plus the same
+    standard columns in every row) with their aliases: two statements for the batch, however large.
+
+    Returns the ids of those created. An alias a concurrent request took first is skipped: its profile is
+    removed again, and the caller finds the winner with :func:`find_by_alias`.
+    """
+    if not rows:
+        return {}
+    keys = sorted(rows)  # two requests creating overlapping sets take the unique index's locks in the same order
+    created = conn.execute(users.insert().returning(users.c.id, users.c.braze_id), [rows[k] for k in keys])
+    ids = {str(braze_id): int(uid) for uid, braze_id in created}
+    user_ids = {k: ids[rows[k]["braze_id"]] for k in keys}
+    taken = conn.execute(
+        upsert_insert(conn, user_aliases)
+        .on_conflict_do_nothing()
+        .returning(user_aliases.c.alias_label, user_aliases.c.alias_name),
+        [
+            {
+                "workspace_id": workspace_id,
+                "alias_label": k.alias_label,
+                "alias_name": k.alias_name,
+                "user_id": user_ids[k],
+                "created_at": now,
+            }
+            for k in keys
+        ],
+    )
+    won = {AliasKey(label, name) for label, name in taken}
+    lost = [user_ids[k] for k in keys if k not in won]
+    if lost:
+        conn.execute(delete(users).where(users.c.id.in_(lost)))
+    return {k: user_ids[k] for k in keys if k in won}
+
+
 def devices_of(conn: Connection, user_id: int) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(user_devices.c.device_id, user_devices.c.created_at, user_devices.c.last_seen_at)
@@ -350,19 +392,50 @@ def get_or_create_device_user(
             .values(last_seen_at=now)
         )
         return owner, False
-    user_id = create_user(conn, workspace_id, now=now)
-    inserted = conn.execute(
-        upsert_insert(conn, user_devices)
-        .values(workspace_id=workspace_id, device_id=device_id, user_id=user_id, created_at=now, last_seen_at=now)
-        .on_conflict_do_nothing()
-    ).rowcount
-    if inserted == 0:
-        conn.execute(delete(users).where(users.c.id == user_id))
+    user_id = create_device_user(conn, workspace_id, device_id, new_user_values(workspace_id, None, now), now=now)
+    if user_id is None:
         winner = find_by_device(conn, workspace_id, device_id)
         if winner is None:  # pragma: no cover - see get_or_create_by_external_id
             raise InvalidRequest("device is being registered by another request; retry")
         return winner, False
     return user_id, True
+
+
+def create_device_user(
+    conn: Connection, workspace_id: str, device_id: str, values: dict[str, Any], *, now: datetime
+) -> int | None:
+    """A new profile with the columns ``values`` (:func:`new_user_values`, maybe with attributes and an external
+    id) owning the new device ``device_id``: two statements. None, leaving nothing behind, when a concurrent
+    request took that external id or registered that device first."""
+    insert_user, insert_device = _device_user_inserts(conn.dialect.name)
+    user_id = conn.execute(insert_user, values).scalar_one_or_none()
+    if user_id is None:
+        return None
+    inserted = conn.execute(
+        insert_device,
+        {
+            "workspace_id": workspace_id,
+            "device_id": device_id,
+            "user_id": user_id,
+            "created_at": now,
+            "last_seen_at": now,
+        },
+    ).rowcount
+    if inserted == 0:
+        conn.execute(delete(users).where(users.c.id == user_id))
+        return None
+    return int(user_id)
+
+
+@functools.cache
+def _device_user_inserts(dialect: str) -> tuple[Insert, Insert]:
+    """The two inserts of :func:`create_device_user` in ``dialect``, built once."""
+    return (
+        dialect_insert(dialect, users)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "external_id"])
+        .returning(users.c.id),
+        dialect_insert(dialect, user_devices).on_conflict_do_nothing(),
+    )
 
 
 def move_device(

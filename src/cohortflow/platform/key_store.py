@@ -8,12 +8,13 @@ hashing are in :mod:`cohortflow.keys`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, Table, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, Table, bindparam, insert, or_, select, update
 
 from cohortflow.clock import as_utc, utcnow
 from cohortflow.keys import IssuedKey, digests_match, hash_key, issue_key, masked
@@ -83,14 +84,26 @@ def find_live(
     if not isinstance(plain, str) or not plain:
         return None
     digest = hash_key(plain)
-    row = conn.execute(
-        select(table.c.id, table.c.key_hash, table.c.last_used_at, *columns)
-        .select_from(table if joined is None else joined)
-        .where(table.c.key_hash == digest, _ended(table).is_(None))
-    ).first()
+    query = _live_key_query(table, columns) if joined is None else _live_key_select(table, columns, joined)
+    row = conn.execute(query, {"digest": digest}).first()
     if row is None or not digests_match(row.key_hash, digest):
         return None
     return row
+
+
+def _live_key_select(table: Table, columns: tuple[Any, ...], joined: Any) -> Select[Any]:
+    return (
+        select(table.c.id, table.c.key_hash, table.c.last_used_at, *columns)
+        .select_from(table if joined is None else joined)
+        .where(table.c.key_hash == bindparam("digest"), _ended(table).is_(None))
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _live_key_query(table: Table, columns: tuple[Any, ...]) -> Select[Any]:
+    # Built once per key table and columns: on SQLite, building a statement took longer than running it, and
+    # every API request authenticates.
+    return _live_key_select(table, columns, None)
 
 
 def use_is_stale(row: Any, now: datetime | None = None) -> bool:

@@ -45,6 +45,21 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
 
+    def wait_ready(self, startup_seconds: float = 60.0) -> ServerProcess:
+        """Wait until the server answers ``/healthz``; stop it and raise if it exits or does not in time."""
+        deadline = time.monotonic() + startup_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"platform server exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.process.kill()
+        raise RuntimeError(f"platform server did not start within {startup_seconds:.0f} s")
+
     def __enter__(self) -> ServerProcess:
         return self
 
@@ -68,6 +83,19 @@ def start_server(
     With ``workers``, start ``cohortflow platform serve --workers N`` instead, as an operator runs it. The
     server's standard error (its logs) goes to ``stderr`` when given, else to this process's.
     """
+    return launch_server(database_url, extra_env, port, workers=workers, stderr=stderr).wait_ready(startup_seconds)
+
+
+def launch_server(
+    database_url: str,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    *,
+    workers: int | None = None,
+    stderr: IO[bytes] | None = None,
+) -> ServerProcess:
+    """Start the server like :func:`start_server` without waiting for it: the caller does other work while it
+    imports and starts, then calls :meth:`ServerProcess.wait_ready`."""
     port = port or free_port()
     env = {
         **os.environ,
@@ -88,16 +116,4 @@ def start_server(
         ]
     )  # fmt: skip
     process = subprocess.Popen(command, env=env, stderr=stderr)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + startup_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"platform server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return ServerProcess(base_url, database_url, process, env)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"platform server did not start within {startup_seconds:.0f} s")
+    return ServerProcess(f"http://127.0.0.1:{port}", database_url, process, env)

@@ -32,9 +32,9 @@ from sqlalchemy import Connection, insert
 from cohortflow.clock import utcnow
 from cohortflow.platform import identity
 from cohortflow.platform.errors import InvalidRequest
-from cohortflow.platform.profile_attributes import ProfileAttributes
+from cohortflow.platform.profile_attributes import ProfileAttributes, ProfileChanges
 from cohortflow.platform.store.schema import user_events
-from cohortflow.platform.tracking import EventFields, apply_profile_changes, event_row
+from cohortflow.platform.tracking import EventFields, apply_profile_changes, event_row, new_profile_values
 from cohortflow.platform.user_requests import MAX_TRACK_OBJECTS, DeviceId, ExternalId, RequestBody, validation_error
 
 MAX_SDK_EVENTS = MAX_TRACK_OBJECTS
@@ -87,6 +87,9 @@ def ingest(
     conn: Connection, workspace_id: str, request: SdkDataRequest, *, now: datetime | None = None
 ) -> SdkDataResponse:
     now = now or utcnow()
+    first = _first_request_of_device(conn, workspace_id, request, now)
+    if first is not None:
+        return first
     device_id = request.device_id
     user_id, created = identity.get_or_create_device_user(conn, workspace_id, device_id, now=now)
     identified = merged = moved = False
@@ -116,12 +119,7 @@ def ingest(
     if request.attributes is not None:
         apply_profile_changes(conn, workspace_id, user_id, request.attributes.changes, now=now, where="attributes")
         attributes_processed = 1
-    events = request.events or []
-    if events:
-        conn.execute(
-            insert(user_events),
-            [event_row(workspace_id, user_id, e.name, e.at(now), e.properties) for e in events],
-        )
+    events = _record_events(conn, workspace_id, user_id, request, now)
 
     final = identity.get_user(conn, workspace_id, user_id)
     assert final is not None
@@ -136,3 +134,46 @@ def ingest(
         attributes_processed=attributes_processed,
         events_processed=len(events),
     )
+
+
+def _first_request_of_device(
+    conn: Connection, workspace_id: str, request: SdkDataRequest, now: datetime
+) -> SdkDataResponse | None:
+    """The first request of a device (an app install, the most common request) in a few statements: its user
+    is inserted with its attributes, and with the external id of a ``changeUser`` nobody holds yet, which is
+    where the general path would end. None when the device is known, when ``changeUser`` names an existing
+    profile (a merge) or when a concurrent request got there first: the general path then applies."""
+    if identity.find_by_device(conn, workspace_id, request.device_id) is not None:
+        return None
+    external_id = request.external_id
+    if external_id is not None and identity.find_by_external_id(conn, workspace_id, external_id) is not None:
+        return None
+    changes = request.attributes.changes if request.attributes is not None else ProfileChanges()
+    values = new_profile_values(workspace_id, external_id, changes, now=now, where="attributes")
+    user_id = identity.create_device_user(conn, workspace_id, request.device_id, values, now=now)
+    if user_id is None:
+        return None
+    events = _record_events(conn, workspace_id, user_id, request, now)
+    return SdkDataResponse(
+        braze_id=values["braze_id"],
+        external_id=external_id,
+        device_id=request.device_id,
+        user_created=True,
+        identified=external_id is not None,
+        merged=False,
+        device_moved=False,
+        attributes_processed=int(request.attributes is not None),
+        events_processed=len(events),
+    )
+
+
+def _record_events(
+    conn: Connection, workspace_id: str, user_id: int, request: SdkDataRequest, now: datetime
+) -> list[EventFields]:
+    events = request.events or []
+    if events:
+        conn.execute(
+            insert(user_events),
+            [event_row(workspace_id, user_id, e.name, e.at(now), e.properties) for e in events],
+        )
+    return events

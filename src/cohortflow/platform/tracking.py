@@ -12,18 +12,22 @@ import functools
 import json
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StrictBool,
     StringConstraints,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
 
 from cohortflow.clock import to_utc, utcnow
@@ -31,7 +35,7 @@ from cohortflow.platform import identity, matching
 from cohortflow.platform.bounds import MAX_AMOUNT
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.identity import AliasKey
-from cohortflow.platform.profile_attributes import ProfileAttributes, ProfileChanges
+from cohortflow.platform.profile_attributes import ProfileAttributes, ProfileChanges, lean_profile_changes
 from cohortflow.platform.store.schema import (
     user_aliases,
     user_events,
@@ -48,6 +52,7 @@ from cohortflow.platform.user_requests import (
     RequestBody,
     UserAlias,
     check_array_sizes,
+    check_storable,
     validation_error,
 )
 
@@ -90,6 +95,56 @@ class _Identified(BaseModel):
 
 class AttributesObject(ProfileAttributes, _Identified):
     """One object of ``attributes``: a user identifier plus attributes to set."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeanAttributes:
+    """An ``attributes`` object in the common shape (a user named by external id, plain attributes), validated
+    without a model: what the domain reads of an :class:`AttributesObject`, nothing more."""
+
+    external_id: str
+    changes: ProfileChanges
+    update_existing_only: bool | None = None
+    user_alias: None = None
+    braze_id: None = None
+
+    @property
+    def updates_existing_only(self) -> bool:
+        return bool(self.update_existing_only)
+
+
+_LEAN_IDENTIFIERS = frozenset(("external_id", "_update_existing_only", "app_id"))
+
+
+def lean_attributes(data: Any) -> list[LeanAttributes] | None:
+    """A ``/users/track`` body holding only ``attributes``, every object naming its user by external id with
+    plainly valid attributes (the bulk of real traffic), validated without a model per object; None for any
+    other body, which the model then validates with its exact errors."""
+    if type(data) is not dict or data.keys() != {"attributes"}:
+        return None
+    objects = data["attributes"]
+    if type(objects) is not list or len(objects) > MAX_TRACK_OBJECTS:
+        return None
+    try:
+        check_storable(objects)
+    except PydanticCustomError:
+        return None
+    lean = []
+    for obj in objects:
+        if type(obj) is not dict or "user_alias" in obj or "braze_id" in obj:
+            return None
+        external_id = obj.get("external_id")
+        if type(external_id) is not str or not 1 <= len(external_id) <= identity.MAX_EXTERNAL_ID_LENGTH:
+            return None
+        only = obj.get("_update_existing_only")
+        app_id = obj.get("app_id")
+        if (only is not None and type(only) is not bool) or (app_id is not None and type(app_id) is not str):
+            return None
+        changes = lean_profile_changes(obj, _LEAN_IDENTIFIERS)
+        if changes is None:
+            return None
+        lean.append(LeanAttributes(external_id, changes, only))
+    return lean
 
 
 def parse_time(value: str) -> datetime:
@@ -228,6 +283,17 @@ class TrackRequest(RequestBody):
         # Checked before the objects so an oversized request is refused without validating its contents.
         check_array_sizes(data, ("attributes", "events", "purchases"), MAX_TRACK_OBJECTS, TOO_MANY_TRACK_OBJECTS)
         return data
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _lean(cls, data: Any, handler: ModelWrapValidatorHandler[TrackRequest]) -> TrackRequest:
+        # The common body skips the per-object models; its objects are then LeanAttributes, which carry what
+        # the domain reads of an AttributesObject (the field keeps the model's type for the API's schema). Any
+        # other body goes through the model and its errors.
+        lean = lean_attributes(data)
+        if lean is None:
+            return handler(data)
+        return cls.model_construct(attributes=cast(Any, lean))
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
@@ -385,6 +451,7 @@ class _Resolver:
         self.by_braze: dict[str, int] = {}
         self.profiles: dict[int, _Profile] = {}
         self.new_users: dict[str, _Profile] = {}
+        self.new_aliases: dict[AliasKey, _Profile] = {}
 
     def prefetch(self, objects: list[_Identified]) -> None:
         externals = {o.external_id for o in objects if o.external_id is not None}
@@ -430,6 +497,15 @@ class _Resolver:
                 )
             ):
                 self.by_alias[AliasKey(label, name)] = int(uid)
+            # Missing alias-only users whose first mention may create them: created at flush, like new
+            # external ids (one batch, final attributes).
+            first_alias: dict[AliasKey, _Identified] = {}
+            for o in objects:
+                if o.user_alias is not None:
+                    first_alias.setdefault(o.user_alias.key(), o)
+            for alias, o in first_alias.items():
+                if alias not in self.by_alias and not o.updates_existing_only:
+                    self.new_aliases[alias] = _Profile(identity.new_user_values(ws, None, self.now), new=True)
         if brazes:
             for uid, bid in self.conn.execute(
                 select(users.c.id, users.c.braze_id).where(users.c.workspace_id == ws, users.c.braze_id.in_(brazes))
@@ -474,6 +550,8 @@ class _Resolver:
         if obj.user_alias is not None:
             key = obj.user_alias.key()
             uid = self.by_alias.get(key)
+            if uid is None and key in self.new_aliases:
+                return self.new_aliases[key]
             if uid is None:
                 if not create:
                     return "user_alias does not exist and _update_existing_only is true (the default with user_alias)"
@@ -489,7 +567,43 @@ class _Resolver:
 
     def flush(self) -> None:
         self._insert_new_users()
+        self._insert_new_alias_users()
         flush_profiles(self.conn, list(self.profiles.values()), self.now)
+
+    def _new_rows(self, profiles: list[_Profile]) -> list[dict[str, Any]]:
+        """The rows of new profiles with their final attributes, every row with the same columns."""
+        columns = sorted({c for p in profiles for c in p.columns})
+        return [
+            {**p.row, **{c: p.columns.get(c) for c in columns}, "custom_attributes": p.custom, "updated_at": self.now}
+            for p in profiles
+        ]
+
+    def _adopt(self, profile: _Profile, created: int | None, find_existing: Callable[[], int | None]) -> None:
+        """Give a new profile its row: the one just inserted, or else the one a concurrent request created first,
+        on which this request's changes are replayed (locked) as if that user had existed all along."""
+        if created is not None:
+            profile.id = created
+            profile.dirty = False
+            self.profiles[created] = profile
+            return
+        existing = find_existing()
+        if existing is None:  # pragma: no cover - the conflicting row is visible once its writer committed
+            raise InvalidRequest("a user named by this request is being created by another request; retry")
+        replayed = self.profiles.get(existing) or self._load(existing)
+        for changes, where in profile.log or []:
+            replayed.apply(changes, where)
+        profile.id = existing
+
+    def _insert_new_alias_users(self) -> None:
+        if not self.new_aliases:
+            return
+        keys = list(self.new_aliases)
+        rows = dict(zip(keys, self._new_rows([self.new_aliases[k] for k in keys]), strict=True))
+        created = identity.insert_alias_only_users(self.conn, self.workspace_id, rows, now=self.now)
+        for key, profile in self.new_aliases.items():
+            find = functools.partial(identity.find_by_alias, self.conn, self.workspace_id, key)
+            self._adopt(profile, created.get(key), find)
+        self.new_aliases.clear()
 
     def _insert_new_users(self) -> None:
         """Insert the request's new users with their final attributes: one cached statement, one round trip.
@@ -499,32 +613,11 @@ class _Resolver:
         """
         if not self.new_users:
             return
-        columns = sorted({c for p in self.new_users.values() for c in p.columns})
-        rows = [
-            {
-                **p.row,
-                **{c: p.columns.get(c) for c in columns},
-                "custom_attributes": p.custom,
-                "updated_at": self.now,
-            }
-            # Sorted, so two requests creating overlapping sets take their row locks in the same order.
-            for _, p in sorted(self.new_users.items())
-        ]
-        created = identity.insert_new_users(self.conn, rows)
+        # Sorted, so two requests creating overlapping sets take their row locks in the same order.
+        created = identity.insert_new_users(self.conn, self._new_rows([p for _, p in sorted(self.new_users.items())]))
         for ext, profile in self.new_users.items():
-            uid = created.get(ext)
-            if uid is not None:
-                profile.id = uid
-                profile.dirty = False
-                self.profiles[uid] = profile
-                continue
-            existing = identity.find_by_external_id(self.conn, self.workspace_id, ext)
-            if existing is None:  # pragma: no cover - the conflicting row is visible once its writer committed
-                raise InvalidRequest(f"external_id {ext!r} is being created by another request; retry")
-            replayed = self.profiles.get(existing) or self._load(existing)
-            for changes, where in profile.log or []:
-                replayed.apply(changes, where)
-            profile.id = existing
+            find = functools.partial(identity.find_by_external_id, self.conn, self.workspace_id, ext)
+            self._adopt(profile, created.get(ext), find)
         self.new_users.clear()
 
 
@@ -600,6 +693,15 @@ def track(conn: Connection, workspace_id: str, request: TrackRequest, *, now: da
         purchases_processed=processed["purchases"] if request.purchases is not None else None,
         errors=errors or None,
     )
+
+
+def new_profile_values(
+    workspace_id: str, external_id: str | None, changes: ProfileChanges, *, now: datetime, where: str
+) -> dict[str, Any]:
+    """The columns of a new profile that starts with ``changes`` applied (inserted once, already complete)."""
+    profile = _Profile(identity.new_user_values(workspace_id, external_id, now), new=True)
+    profile.apply(changes, where)
+    return {**profile.row, **profile.columns, "custom_attributes": profile.custom}
 
 
 def apply_profile_changes(

@@ -19,7 +19,11 @@ _operator_bearer = HTTPBearer(
 )
 
 
-def get_runtime(request: Request) -> PlatformRuntime:
+# Dependencies that do no I/O are ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread
+# hop per dependency per request.
+
+
+async def get_runtime(request: Request) -> PlatformRuntime:
     runtime: PlatformRuntime = request.app.state.runtime
     return runtime
 
@@ -44,7 +48,7 @@ def rest_key(
     return grant
 
 
-def rest_workspace(grant: Annotated[KeyGrant, Depends(rest_key)]) -> str:
+async def rest_workspace(grant: Annotated[KeyGrant, Depends(rest_key)]) -> str:
     """The workspace id of the request's REST API key."""
     return grant.workspace_id
 
