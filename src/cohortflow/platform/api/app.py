@@ -9,6 +9,7 @@ from cohortflow import __version__
 from cohortflow.platform.api.body import BodySizeLimit
 from cohortflow.platform.api.errors import document_errors, install_error_handlers
 from cohortflow.platform.api.routes import campaigns, canvases, health, keys, partners, sdk, segments, users
+from cohortflow.platform.api.sdk_lane import SdkDataLane
 from cohortflow.platform.dashboard import MOUNT_PATH
 from cohortflow.platform.dashboard.app import create_dashboard
 from cohortflow.platform.runtime import PlatformRuntime
@@ -27,6 +28,10 @@ def create_app(runtime: PlatformRuntime) -> FastAPI:
     install_error_handlers(app)
     document_errors(app)
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
+    # Added last, so it runs first: valid SDK requests skip the rest of the stack.
+    app.add_middleware(
+        SdkDataLane, runtime=runtime, handlers=app.exception_handlers, max_bytes=runtime.settings.max_body_bytes
+    )
     for module in (health, partners, users, sdk, segments, campaigns, canvases, keys):
         app.include_router(module.router)
 
