@@ -154,13 +154,15 @@ def run_demo(
         # The server starts (a second or two of imports) while the warehouse is generated.
         step(f"Generating a DuckDB warehouse of {customers:,} customers")
         report.warehouse = generate(warehouse, customers)
-        runtime = PlatformRuntime.open(PlatformSettings(database_url=database_url))
+        server.wait_ready()
+        # The server migrated the database before it answered: migrating again here only cost CPU (alembic).
+        runtime = PlatformRuntime.open(PlatformSettings(database_url=database_url), run_migrations=False)
     except BaseException:
         server.stop()
         raise
     try:
         with server:
-            base_url = server.wait_ready().base_url
+            base_url = server.base_url
             report.rest_endpoint = base_url
             step(f"Platform serving on {base_url} (SQLite); creating a workspace and a Hightouch data import key")
             with runtime.transaction() as conn:

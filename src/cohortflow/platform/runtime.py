@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine
 
 from cohortflow.clock import Clock, utcnow
 from cohortflow.platform.ratelimit import PartnerRateLimiter
-from cohortflow.platform.store.engine import READ_ONLY, make_engine, migrate
+from cohortflow.platform.store.engine import NO_WAIT, READ_ONLY, is_sqlite, make_engine, migrate
 from cohortflow.settings import PlatformSettings
 
 
@@ -42,10 +42,26 @@ class PlatformRuntime:
         return PartnerRateLimiter.from_settings(self.settings, self.engine)
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One unit of work: all of it commits, or none of it does."""
-        with self.engine.begin() as conn:
-            yield conn
+    def transaction(self, *, wait: bool = True) -> Iterator[Connection]:
+        """One unit of work: all of it commits, or none of it does.
+
+        ``wait=False``: on SQLite, raise :class:`~cohortflow.platform.store.engine.WriterBusy` before anything
+        begins when another transaction holds the one writer lock, instead of waiting for it (a caller on the
+        event loop must not block it); on PostgreSQL, which locks rows and not the database, no difference.
+        """
+        if wait:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            conn.execution_options(**{NO_WAIT: True})
+            with conn.begin():
+                yield conn
+
+    @cached_property
+    def single_writer(self) -> bool:
+        """Whether the database takes one writer at a time (SQLite): writes then gain nothing from threads."""
+        return is_sqlite(self.engine)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -33,6 +33,14 @@ def is_sqlite(engine: Engine) -> bool:
 # Execution option of a connection that only reads (``PlatformRuntime.read``): on SQLite it begins without the
 # write lock that every other transaction takes up front.
 READ_ONLY = "cf_read_only"
+# Execution option of a transaction that must not wait for SQLite's one writer (``PlatformRuntime.transaction(
+# wait=False)``): its BEGIN raises :class:`WriterBusy` at once instead. Other databases ignore it.
+NO_WAIT = "cf_no_wait"
+_BUSY_TIMEOUT_MS = 30_000
+
+
+class WriterBusy(Exception):
+    """Another transaction holds SQLite's writer lock; nothing has begun, so the caller may go and wait elsewhere."""
 
 
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, write_wait_seconds: float = 30.0) -> Engine:
@@ -56,7 +64,7 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, write_wait
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
             cur.close()
 
         # SQLite's busy handler sleeps in growing steps (up to 100 ms) while another connection writes, so
@@ -65,18 +73,25 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, write_wait
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            if conn.get_execution_options().get(READ_ONLY):
+            options = conn.get_execution_options()
+            if options.get(READ_ONLY):
                 # A reader: a deferred BEGIN reads a WAL snapshot and waits for no writer (nor blocks one).
                 conn.exec_driver_sql("BEGIN")
                 return
-            if not writer.acquire(timeout=write_wait_seconds):
+            no_wait = bool(options.get(NO_WAIT))
+            if not (writer.acquire(blocking=False) if no_wait else writer.acquire(timeout=write_wait_seconds)):
+                if no_wait:
+                    raise WriterBusy
                 # The same error SQLite's busy timeout gives, wrapped as SQLAlchemy wraps driver errors, so
                 # callers map both waits alike (423 for imports, 503 elsewhere).
                 raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
             conn.info["cf_writer_lock"] = True
             try:
                 # IMMEDIATE takes the write lock at BEGIN, so two writers never deadlock on lock upgrade.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                if no_wait:
+                    _begin_immediate_or_busy(conn.connection.driver_connection)
+                else:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
             except BaseException:
                 _release(conn)
                 raise
@@ -91,6 +106,19 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False, write_wait
         return engine
     kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     return create_engine(url, **kwargs)
+
+
+def _begin_immediate_or_busy(raw: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` without SQLite's busy wait: another process's writer makes it :class:`WriterBusy`."""
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise WriterBusy from exc
+        raise
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
 
 
 def alembic_config(engine: Engine) -> Config:
