@@ -96,14 +96,21 @@ async def load_customers(
     warehouse: Path,
     *,
     concurrency: int = 8,
+    devices_at_once: int = 32,
     progress: Progress | None = None,
 ) -> LoadStats:
-    """Load the customers; ``progress(done, total)`` is called as requests complete."""
+    """Load the customers; ``progress(done, total)`` is called as requests complete.
+
+    ``concurrency``: connections of the back end sending ``/users/track`` (a connection pool's size).
+    ``devices_at_once``: app installs sending their first session at the same time. Each device is a client
+    of its own; with more of them in flight the platform commits more SDK requests together (on SQLite, its
+    group commit), as it would under real app traffic.
+    """
     rows = _customers(warehouse)
     stats = LoadStats()
     for row in rows:
         stats.users_by_kind[row["profile_kind"]] = stats.users_by_kind.get(row["profile_kind"], 0) + 1
-    gate = asyncio.Semaphore(concurrency)
+    gate, device_gate = asyncio.Semaphore(concurrency), asyncio.Semaphore(devices_at_once)
     auth = {"Authorization": f"Bearer {rest_api_key}"}
     identified = [{"external_id": r["external_id"], **_profile(r)} for r in rows if r["profile_kind"] == "identified"]
     aliases = [
@@ -135,15 +142,15 @@ async def load_customers(
 
     # aiohttp rather than httpx: about a quarter of httpx's CPU per request (BENCHMARKS.md), and the loader sends
     # thousands of small requests while sharing two cores with the server.
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency + devices_at_once)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(base_url=base_url, connector=connector, timeout=timeout) as client:
         track = [
             counted(_post(client, gate, "/users/track", {"attributes": list(chunk)}, headers=auth))
             for chunk in _chunks(identified + aliases, TRACK_BATCH)
         ]
-        sessions = [counted(_post(client, gate, "/sdk/data", first_session(r))) for r in devices]
+        sessions = [counted(_post(client, device_gate, "/sdk/data", first_session(r))) for r in devices]
         stats.track_requests, stats.sdk_requests = len(track), len(sessions)
-        # Back ends and apps send at the same time, as they do in production.
-        await asyncio.gather(*track, *sessions)
+        await asyncio.gather(*track)
+        await asyncio.gather(*sessions)
     return stats

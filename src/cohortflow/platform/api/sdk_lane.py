@@ -12,9 +12,11 @@ it has read, so error messages keep one code path.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,9 +32,7 @@ PATH = "/sdk/data"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def ingest_device_data(
-    runtime: PlatformRuntime, body: sdk.SdkDataRequest, *, wait: bool = True
-) -> sdk.SdkDataResponse:
+def ingest_device_data(runtime: PlatformRuntime, body: sdk.SdkDataRequest, *, wait: bool = True) -> sdk.SdkDataResponse:
     """Authenticate the app key and ingest, in one transaction (the route and the lane both call this);
     ``wait`` as in :meth:`PlatformRuntime.transaction`."""
     with runtime.transaction(wait=wait) as conn:
@@ -40,17 +40,82 @@ def ingest_device_data(
         return sdk.ingest(conn, workspace_id, body, now=runtime.clock())
 
 
-async def _ingest(runtime: PlatformRuntime, body: sdk.SdkDataRequest) -> sdk.SdkDataResponse:
-    """On SQLite, on the event loop when the writer lock is free: its writes are serialized anyway, and a hop to
-    the thread pool cost 0.6-0.8 ms of CPU a request in GIL and lock hand-offs between threads, more than the
-    request's own work (3,000 requests: 5.0-5.9 s of server CPU against 3.4 s inline; BENCHMARKS.md). A
-    request that would wait for the writer, and every request on PostgreSQL, goes to the thread pool."""
-    if runtime.single_writer:
+def ingest_device_data_batch(
+    runtime: PlatformRuntime, bodies: list[sdk.SdkDataRequest], *, wait: bool = True
+) -> list[sdk.SdkDataResponse | Exception]:
+    """Several requests in one transaction (a group commit), each in a savepoint of its own: a request that fails
+    leaves nothing and does not touch the others, and its outcome is its exception. An app key is
+    authenticated once for the batch (the same transaction would find the same key)."""
+    if len(bodies) == 1:
         try:
-            return ingest_device_data(runtime, body, wait=False)
-        except WriterBusy:
-            pass
-    return await run_in_threadpool(ingest_device_data, runtime, body)
+            return [ingest_device_data(runtime, bodies[0], wait=wait)]
+        except (WriterBusy, DBAPIError):
+            raise
+        except Exception as exc:
+            return [exc]
+    outcomes: list[sdk.SdkDataResponse | Exception] = []
+    with runtime.transaction(wait=wait) as conn:
+        workspaces: dict[str, str] = {}
+        for body in bodies:
+            try:
+                with conn.begin_nested():
+                    key = body.api_key or ""
+                    if key not in workspaces:
+                        workspaces[key] = authenticate_app_key(conn, body.api_key).workspace_id
+                    outcomes.append(sdk.ingest(conn, workspaces[key], body, now=runtime.clock()))
+            except DBAPIError:
+                # The database failed, not the request: the transaction may be unusable, so the whole batch fails.
+                raise
+            except Exception as exc:
+                outcomes.append(exc)
+    return outcomes
+
+
+class _GroupCommit:
+    """Valid SDK requests on SQLite, committed together when they arrive together.
+
+    Requests whose bytes arrive in the same turn of the event loop are collected, then run on the event loop
+    in one transaction when the writer lock is free: SQLite's writes are serialized anyway, and a hop to the
+    thread pool cost 0.6-0.8 ms of CPU a request in GIL and lock hand-offs between threads, more than the
+    request's own work (BENCHMARKS.md); one commit and one key lookup then serve the whole batch. A batch that
+    would wait for the writer waits in the thread pool instead, so the event loop never blocks on it. A lone
+    request is a batch of one, without delay. Every response is sent after its batch committed.
+    """
+
+    def __init__(self, runtime: PlatformRuntime) -> None:
+        self.runtime = runtime
+        self.pending: list[tuple[sdk.SdkDataRequest, asyncio.Future[sdk.SdkDataResponse]]] = []
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def submit(self, body: sdk.SdkDataRequest) -> sdk.SdkDataResponse:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[sdk.SdkDataResponse] = loop.create_future()
+        if not self.pending:
+            # Runs after the tasks already scheduled in this turn, which are the other requests that arrived.
+            task = loop.create_task(self._commit())
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+        self.pending.append((body, future))
+        return await future
+
+    async def _commit(self) -> None:
+        batch, self.pending = self.pending, []
+        bodies = [body for body, _ in batch]
+        outcomes: list[sdk.SdkDataResponse | Exception]
+        try:
+            try:
+                outcomes = ingest_device_data_batch(self.runtime, bodies, wait=False)
+            except WriterBusy:
+                outcomes = await run_in_threadpool(ingest_device_data_batch, self.runtime, bodies)
+        except Exception as exc:
+            outcomes = [exc] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
 
 class SdkDataLane:
@@ -71,6 +136,7 @@ class SdkDataLane:
         self.runtime = runtime
         self.handlers = handlers
         self.max_bytes = max_bytes
+        self.group_commit = _GroupCommit(runtime) if runtime.single_writer else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -87,7 +153,10 @@ class SdkDataLane:
             await self.app(scope, _replay(first_messages, receive), send)
             return
         try:
-            result = await _ingest(self.runtime, body)
+            if self.group_commit is not None:
+                result = await self.group_commit.submit(body)
+            else:
+                result = await run_in_threadpool(ingest_device_data, self.runtime, body)
         except Exception as exc:
             handler = self._handler_for(exc)
             if handler is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from cohortflow.logs import configure_logging
 from cohortflow.platform.api.app import create_app
 from cohortflow.platform.runtime import PlatformRuntime
@@ -12,3 +14,6 @@ from cohortflow.settings import get_settings
 _settings = get_settings()
 configure_logging(_settings.log_level, _settings.log_json)
 app = create_app(PlatformRuntime.open(_settings.platform))
+# Everything built so far (modules, the app's routes and models) lives as long as the process: moved out of the
+# collector's generations, it is no longer walked by every full collection that request garbage triggers.
+gc.freeze()
