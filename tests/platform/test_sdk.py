@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
+from cohortflow.platform.api.sdk_lane import ingest_device_data_batch
+from cohortflow.platform.errors import AuthenticationFailed, InvalidRequest
 from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.platform.sdk import SdkDataRequest, SdkDataResponse
 from cohortflow.platform.store.schema import user_devices, user_events, users
 from tests.support import Tenant, make_tenant
 
@@ -230,3 +234,71 @@ def test_cohort_import_matches_the_device_only_while_its_user_is_anonymous(
     [known] = export(client, tenant, device_id="later-known")
     assert [c["cohort_id"] for c in anon["cohorts"]] == ["devices"]
     assert "cohorts" not in known
+
+
+def test_a_batch_commits_each_request_alone_in_effect(runtime: PlatformRuntime) -> None:
+    """The group commit (api/sdk_lane.py): a request of the batch that fails, for a bad value or a bad key, leaves
+    nothing and changes nothing for the others; a device named twice is the same user."""
+    tenant = make_tenant(runtime)
+    bodies = [
+        SdkDataRequest.model_validate({"api_key": tenant.app_key, **body})
+        for body in (
+            {"device_id": "b1", "attributes": {"plan": "gold"}, "external_id": "bu1"},
+            {"device_id": "b2", "external_id": "bu1", "attributes": {"plan": {"inc": 1}}},
+            {"device_id": "b3", "events": [{"name": "app_open"}]},
+            {"device_id": "b4"},
+            {"device_id": "b3", "external_id": "bu3"},
+        )
+    ]
+    bodies[3] = bodies[3].model_copy(update={"api_key": "cfapp_wrong"})
+    outcomes = ingest_device_data_batch(runtime, bodies)
+    assert isinstance(outcomes[1], InvalidRequest) and isinstance(outcomes[3], AuthenticationFailed)
+    first, third, fifth = outcomes[0], outcomes[2], outcomes[4]
+    assert isinstance(first, SdkDataResponse) and first.identified
+    assert isinstance(third, SdkDataResponse) and third.user_created
+    assert isinstance(fifth, SdkDataResponse) and fifth.identified and fifth.braze_id == third.braze_id
+    with runtime.engine.connect() as conn:
+        devices = set(
+            conn.execute(
+                select(user_devices.c.device_id).where(user_devices.c.workspace_id == tenant.workspace_id)
+            ).scalars()
+        )
+    assert devices == {"b1", "b3"}
+    assert user_count(runtime, tenant) == 2
+
+
+def test_concurrent_sdk_requests_each_get_their_own_answer(client: httpx.Client, tenant: Tenant) -> None:
+    """Requests that arrive together are committed together on SQLite; each still gets its own response, and a
+    bad one among them its own error."""
+
+    def send(i: int) -> httpx.Response:
+        body: dict[str, Any] = {"device_id": f"c-{i}", "external_id": f"cu-{i}"}
+        if i % 5 == 0:
+            body["attributes"] = {"email_subscribe": "sometimes"}
+        return sdk(client, tenant, **body)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(send, range(40)))
+    for i, r in enumerate(responses):
+        if i % 5 == 0:
+            assert r.status_code == 400 and "email_subscribe" in r.json()["message"]
+        else:
+            assert r.status_code == 201, r.text
+            assert r.json()["external_id"] == f"cu-{i}" and r.json()["device_id"] == f"c-{i}"
+    assert {u["external_id"] for u in export(client, tenant, external_ids=[f"cu-{i}" for i in range(1, 5)])} == {
+        f"cu-{i}" for i in range(1, 5)
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [(b'{"device_id": ', "application/json"), (b"device_id=d", "application/x-www-form-urlencoded"), (b"", None)],
+    ids=["truncated-json", "form", "empty"],
+)
+def test_bodies_the_lane_does_not_take_get_the_routes_answer(
+    client: httpx.Client, tenant: Tenant, runtime: PlatformRuntime, content: bytes, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post("/sdk/data", content=content, headers=headers)
+    assert r.status_code in (400, 401) and r.json()["message"]
+    assert user_count(runtime, tenant) == 0
