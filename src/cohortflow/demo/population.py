@@ -11,7 +11,7 @@ Braze's SDKs batch what happened since their last flush. Warehouse-only customer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,15 +98,17 @@ async def load_customers(
     concurrency: int = 8,
     devices_at_once: int = 32,
     progress: Progress | None = None,
+    kinds: Collection[str] | None = None,
 ) -> LoadStats:
     """Load the customers; ``progress(done, total)`` is called as requests complete.
 
     ``concurrency``: connections of the back end sending ``/users/track`` (a connection pool's size).
     ``devices_at_once``: app installs sending their first session at the same time. Each device is a client
     of its own; with more of them in flight the platform commits more SDK requests together (on SQLite, its
-    group commit), as it would under real app traffic.
+    group commit), as it would under real app traffic. ``kinds``: only the customers of these profile kinds (a
+    benchmark loads one kind of traffic at a time).
     """
-    rows = _customers(warehouse)
+    rows = [r for r in _customers(warehouse) if kinds is None or r["profile_kind"] in kinds]
     stats = LoadStats()
     for row in rows:
         stats.users_by_kind[row["profile_kind"]] = stats.users_by_kind.get(row["profile_kind"], 0) + 1
