@@ -54,7 +54,10 @@ def upgrade() -> None:
         sa.Column("max_messages", sa.Integer(), nullable=False),
         sa.Column("period_seconds", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["workspace_id"], ["workspaces.id"], name=op.f("fk_frequency_caps_workspace_id_workspaces"), ondelete="CASCADE"
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_frequency_caps_workspace_id_workspaces"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("workspace_id", "channel", name=op.f("pk_frequency_caps")),
     )
