@@ -76,7 +76,7 @@ def reserve(conn: Connection, cap: ActiveCap, channel: str, keys: dict[int, str]
     if conn.dialect.name == "postgresql":
         conn.execute(select(users.c.id).where(users.c.id.in_(ids)).order_by(users.c.id).with_for_update(key_share=True))
     r = message_receipts
-    counts = dict(
+    counts: dict[int, int] = dict(
         conn.execute(
             select(r.c.user_id, func.count())
             .where(r.c.user_id.in_(ids), r.c.channel == channel, r.c.at > now - cap.period)
