@@ -73,7 +73,9 @@ class MessagingSettings(BaseModel):
         default=500, ge=1, le=10_000, description="Messages a worker claims (and records) per transaction."
     )
     worker_in_process: bool = Field(
-        default=True, description="`platform serve` runs the messaging worker in the API process."
+        default=False,
+        description="The API server runs the messaging worker in its process(es); `platform serve` sets it "
+        "unless given --no-worker.",
     )
 
 

@@ -225,5 +225,3 @@ class ProfileAttributes(BaseModel):
     @property
     def changes(self) -> ProfileChanges:
         return self._changes
-
-

@@ -495,7 +495,7 @@ def _enter(conn: Connection, canvas_row: Any, definition: CanvasDefinition, now:
             select(literal(canvas_id), newcomers.c.id, literal(first.id), literal("entered"), literal(now, TS)),
         )
     )
-    entered = conn.execute(
+    conn.execute(
         insert(p).from_select(
             ["canvas_id", "user_id", "step_id", "state", "due_at", "entered_at", "updated_at"],
             select(
@@ -508,7 +508,7 @@ def _enter(conn: Connection, canvas_row: Any, definition: CanvasDefinition, now:
                 literal(now, TS),
             ),
         )
-    ).rowcount
+    )
     reentry = definition.reentry
     if reentry.allowed:
         returning = (
@@ -518,7 +518,7 @@ def _enter(conn: Connection, canvas_row: Any, definition: CanvasDefinition, now:
             exists().where(users.c.id == p.c.user_id, in_segment),
         )
         _position_events(conn, canvas_id, returning, first.id, "entered", now)
-        entered += conn.execute(
+        conn.execute(
             update(p)
             .where(*returning)
             .values(
@@ -530,7 +530,11 @@ def _enter(conn: Connection, canvas_row: Any, definition: CanvasDefinition, now:
                 entries=p.c.entries + 1,
                 updated_at=now,
             )
-        ).rowcount
+        )
+    # (The driver's rowcount of an INSERT ... SELECT is not reliable across dialects.)
+    entered = conn.execute(
+        select(func.count()).select_from(p).where(p.c.canvas_id == canvas_id, p.c.entered_at == now)
+    ).scalar_one()
     conn.execute(
         update(canvases)
         .where(canvases.c.id == canvas_id)
