@@ -169,7 +169,6 @@ class WorkspaceWriter:
             return config
 
 
-
 # ------------------------------------------------------------------------------------------------ edits
 
 SOURCE_SECRET_FIELDS = {"postgres": ("url",), "sqlalchemy": ("url",)}

@@ -176,10 +176,19 @@ class _Drain:
         if self.postgres:
             pick = pick.with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
+            if not conn.execute(select(q.running)).scalar():
+                self.stopped.set()
+                return []
+            # Two statements rather than ``UPDATE ... WHERE user_id IN (SELECT ... LIMIT)``: the planner cannot
+            # turn a list of ids into a nested loop over the whole queue, whatever the table's statistics say
+            # (right after a send's audience is written they say the queue is empty).
+            picked = [int(u) for u in conn.execute(pick).scalars()]
+            if not picked:
+                return []
             claimed = (
                 conn.execute(
                     update(d)
-                    .where(*q.scope, *which, d.c.user_id.in_(pick.scalar_subquery()), q.running)
+                    .where(*q.scope, *which, d.c.user_id.in_(picked))
                     .values(
                         status="claimed",
                         attempts=d.c.attempts + 1,

@@ -34,9 +34,17 @@ class ConcurrentChannels:
         self._smtp: SmtpPool | None = None
 
     async def _retrying(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        # The first try outside tenacity: setting up its retry state costs about as much CPU as the request.
+        try:
+            await attempt()
+            return
+        except DeliveryUnavailable:
+            if self._settings.delivery_max_attempts == 1:
+                raise
         s = self._settings
+        await asyncio.sleep(s.delivery_retry_initial_seconds)
         async for retry in AsyncRetrying(
-            stop=stop_after_attempt(s.delivery_max_attempts),
+            stop=stop_after_attempt(s.delivery_max_attempts - 1),
             wait=wait_exponential(
                 multiplier=s.delivery_retry_initial_seconds, max=max(s.delivery_retry_initial_seconds * 8, 0.001)
             ),
@@ -130,11 +138,13 @@ class SmtpPool:
             smtp = self._idle.pop() if self._idle else await self._connect()
             keep = True
             try:
-                await smtp.send_message(email.to_message(), recipients=[email.to_address])
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                refused = exc.recipients[0]
+                # MAIL, RCPT and DATA rather than ``sendmail``, which parses both addresses twice more.
+                await smtp.mail(email.envelope_sender)
+                await smtp.rcpt(email.to_address)
+                await smtp.data(email.to_bytes())
+            except aiosmtplib.SMTPRecipientRefused as exc:
                 keep = await _reset(smtp)
-                raise _classify(refused.code, f"SMTP refused recipient: {refused.code} {refused.message}") from exc
+                raise _classify(exc.code, f"SMTP refused recipient: {exc.code} {exc.message}") from exc
             except aiosmtplib.SMTPResponseException as exc:
                 keep = await _reset(smtp)
                 raise _classify(exc.code, f"SMTP error: {exc.code} {exc.message}") from exc

@@ -9,11 +9,15 @@ carries the same id and mail stores that de-duplicate on it keep one copy.
 from __future__ import annotations
 
 import contextlib
+import functools
+import quopri
 import smtplib
 import ssl
+import uuid
 from dataclasses import dataclass
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formataddr, formatdate, parseaddr
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -48,6 +52,69 @@ class OutgoingEmail:
         if self.html is not None:
             message.add_alternative(self.html, subtype="html")
         return message
+
+    @property
+    def envelope_sender(self) -> str:
+        return _bare_address(self.from_address)
+
+    def to_bytes(self) -> bytes:
+        """The same message as :meth:`to_message`, written directly as MIME bytes.
+
+        ``email.message.EmailMessage`` parses and refolds every header through its header registry, about 2 ms
+        of CPU per message: more than everything else a send does. Batched sends build their messages here.
+        """
+        domain = self.from_address.rsplit("@", 1)[-1].strip(" >") or "cohortflow.invalid"
+        headers = [
+            ("From", _address(self.from_address)),
+            ("To", _address(self.to_address)),
+            ("Subject", self.subject),
+            ("Date", formatdate(usegmt=True)),
+            ("Message-ID", f"<{self.idempotency_key}@{domain}>"),
+            (IDEMPOTENCY_HEADER, self.idempotency_key),
+        ]
+        if self.reply_to:
+            headers.append(("Reply-To", _address(self.reply_to)))
+        headers.append(("MIME-Version", "1.0"))
+        lines = [f"{name}: {_header_value(value)}" for name, value in headers]
+        if self.html is None:
+            lines += _part("plain", self.text)
+        else:
+            boundary = f"==cf-{uuid.uuid4().hex}"
+            lines += [f'Content-Type: multipart/alternative; boundary="{boundary}"', "", f"--{boundary}"]
+            lines += _part("plain", self.text)
+            lines += [f"--{boundary}"]
+            lines += _part("html", self.html)
+            lines += [f"--{boundary}--", ""]
+        return "\r\n".join(lines).encode("ascii")
+
+
+@functools.lru_cache(maxsize=256)
+def _bare_address(value: str) -> str:
+    # Every message of a send has the same sender: parse it once.
+    return parseaddr(value)[1] or value
+
+
+def _address(value: str) -> str:
+    if value.isascii():
+        return value
+    name, address = parseaddr(value)
+    return formataddr((name, address), charset="utf-8")
+
+
+def _header_value(value: str) -> str:
+    # A rendered subject may hold a line break; in a header it would start a new header (injection).
+    value = " ".join(value.splitlines())
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
+def _part(subtype: str, text: str) -> list[str]:
+    body = "\r\n".join(text.splitlines())
+    if body.isascii() and all(len(line) <= 998 for line in body.split("\r\n")):
+        encoding = "7bit"
+    else:
+        encoding = "quoted-printable"
+        body = "\r\n".join(quopri.encodestring(body.encode("utf-8")).decode("ascii").splitlines())
+    return [f'Content-Type: text/{subtype}; charset="utf-8"', f"Content-Transfer-Encoding: {encoding}", "", body]
 
 
 def check_smtp_settings(settings: MessagingSettings) -> None:
