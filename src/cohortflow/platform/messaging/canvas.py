@@ -590,9 +590,10 @@ def advance_canvas(
     *,
     clock: Clock = utcnow,
     batch_size: int | None = None,
+    deliver: bool = True,
 ) -> AdvanceRun | None:
     """Let due users enter, apply exit criteria, move every due user as far as they can go now, then deliver
-    the message steps' queued messages.
+    the message steps' queued messages (unless ``deliver`` is False: see :func:`deliver_canvas`).
 
     Moving is set-based: one statement per step moves every user due there (a delay, a split path, an exit, or
     a message step, whose users get a ``pending`` delivery row and go on in the same transaction). The
@@ -632,17 +633,26 @@ def advance_canvas(
                 progressed = progressed or n > 0
     finally:
         lease.release()
+    if deliver:
+        deliver_canvas(engine, settings, canvas_id, clock=clock, batch_size=batch_size)
+    return AdvanceRun(canvas_id, entered, moved)
+
+
+def deliver_canvas(
+    engine: Engine, settings: MessagingSettings, canvas_id: str, *, clock: Clock = utcnow, batch_size: int | None = None
+) -> int:
+    """Deliver the queued messages of every message step; any number of processes may share the work."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(canvases.c.workspace_id, canvases.c.definition).where(canvases.c.id == canvas_id)
+        ).one()
+    definition = CanvasDefinition.model_validate(row.definition)
+    attempted = 0
     for step in definition.steps:
         if isinstance(step, MessageStep):
-            drain(
-                engine,
-                settings,
-                step_queue(canvas_id, workspace_id, definition, step),
-                new_owner(),
-                clock=clock,
-                batch_size=batch_size,
-            )
-    return AdvanceRun(canvas_id, entered, moved)
+            queue = step_queue(canvas_id, str(row.workspace_id), definition, step)
+            attempted += drain(engine, settings, queue, new_owner(), clock=clock, batch_size=batch_size).attempted
+    return attempted
 
 
 def step_queue(canvas_id: str, workspace_id: str, definition: CanvasDefinition, step: MessageStep) -> Queue:
