@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -149,6 +149,8 @@ class CampaignSend:
     finished_at: datetime | None
     audience_size: int | None
     counts: dict[str, int]
+    # Failed and skipped messages by reason (only a single send's view fills it; listings leave it empty).
+    reasons: dict[str, dict[str, int]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +163,7 @@ class CampaignSend:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "audience_size": self.audience_size,
             "counts": self.counts,
+            **({"reasons": self.reasons} if self.reasons is not None else {}),
         }
 
 
@@ -330,6 +333,18 @@ def _send_counts(conn: Connection, send_ids: list[int]) -> dict[int, dict[str, i
     return counts
 
 
+def reason_counts(conn: Connection, table: Any, *scope: ColumnElement[bool]) -> dict[str, dict[str, int]]:
+    """How many messages failed and were skipped, by reason (``failed`` and ``skipped`` keys)."""
+    found: dict[str, dict[str, int]] = {"failed": {}, "skipped": {}}
+    for status, reason, n in conn.execute(
+        select(table.c.status, table.c.reason, func.count())
+        .where(*scope, table.c.status.in_(("failed", "skipped")))
+        .group_by(table.c.status, table.c.reason)
+    ):
+        found[str(status)][str(reason)] = int(n)
+    return found
+
+
 def _row_to_send(row: Any, counts: dict[str, int]) -> CampaignSend:
     return CampaignSend(
         id=int(row.id),
@@ -396,7 +411,8 @@ def get_send(conn: Connection, workspace_id: str, campaign_id: str, send_id: int
     ).first()
     if row is None:
         raise NotFound(f"send {send_id} of campaign {campaign_id!r} does not exist in this workspace")
-    return _row_to_send(row, _send_counts(conn, [int(row.id)])[int(row.id)])
+    send = _row_to_send(row, _send_counts(conn, [int(row.id)])[int(row.id)])
+    return replace(send, reasons=reason_counts(conn, campaign_deliveries, campaign_deliveries.c.send_id == send_id))
 
 
 def list_sends(conn: Connection, workspace_id: str, campaign_id: str) -> list[CampaignSend]:
@@ -603,8 +619,8 @@ def stop_send(conn: Connection, workspace_id: str, campaign_id: str, send_id: in
     """Stop a scheduled or running send: nothing more is claimed once this commits.
 
     Messages not yet sent are logged ``skipped`` (reason ``stopped``). A worker that is sending a batch sees the
-    stop within half a second and skips the rest of its batch; only messages already handed to the channel
-    complete.
+    stop within 0.2 s (``engine.HEARTBEAT_SECONDS``) and skips the rest of its batch; only messages already
+    handed to the channel then complete.
     """
     send = get_send(conn, workspace_id, campaign_id, send_id)
     if send.status not in ("scheduled", "running"):

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from cohortflow.clock import Clock, as_utc, utcnow
 from cohortflow.platform.bounds import MAX_DAYS, MAX_DURATION, Days, Hours, Minutes, Seconds, UtcDateTime
 from cohortflow.platform.errors import AlreadyExists, InvalidRequest, NotFound
-from cohortflow.platform.messaging.campaigns import check_channel_settings
+from cohortflow.platform.messaging.campaigns import check_channel_settings, reason_counts
 from cohortflow.platform.messaging.engine import STOPPED_REASON, Queue, drain
 from cohortflow.platform.messaging.leases import Lease, new_owner, take_lease
 from cohortflow.platform.messaging.messages import MessageSpec, check_message_templates, parse_model, shown_dump
@@ -808,6 +808,8 @@ def canvas_stats(conn: Connection, workspace_id: str, canvas_id: str) -> dict[st
         if isinstance(step, MessageStep):
             item.update({s: deliveries[(step.id, s)] for s in ("sent", "failed", "skipped")})
             item["in_flight"] = deliveries[(step.id, "claimed")]
+            item["queued"] = deliveries[(step.id, "pending")]
+            item["reasons"] = reason_counts(conn, d, d.c.canvas_id == canvas_id, d.c.step_id == step.id)
         if isinstance(step, SplitStep):
             item["paths"] = {
                 name: paths[step.id].get(name, 0) for name in [*(x.name for x in step.paths), EVERYONE_ELSE]

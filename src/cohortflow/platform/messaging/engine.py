@@ -48,6 +48,8 @@ from cohortflow.settings import MessagingSettings
 log = structlog.get_logger(__name__)
 
 STOPPED_REASON = "stopped"
+# How often a worker re-reads whether its send (or Canvas) was stopped: the longest a stop takes to be seen.
+HEARTBEAT_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -256,10 +258,10 @@ class _Drain:
             )
 
     async def _heartbeat(self) -> None:
-        """Notices a stop within half a second, and keeps this worker's claims from expiring while it works."""
+        """Notices a stop within ``HEARTBEAT_SECONDS``, and keeps this worker's claims from expiring while it works."""
         renewed = time.monotonic()
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
             if not await asyncio.to_thread(self._still_running):
                 self.stopped.set()
             if self.keep is not None and not await asyncio.to_thread(self.keep):
