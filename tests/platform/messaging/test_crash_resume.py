@@ -55,7 +55,6 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "cohortflow", "platform", "worker", "run", "--poll-seconds", "0.2"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
 
 

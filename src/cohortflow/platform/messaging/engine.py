@@ -120,6 +120,9 @@ class _Drain:
         rate = queue.rate_limit_per_minute
         # A bucket of one: messages evenly spaced, no burst at the start of each minute.
         self.limiter = AsyncLimiter(1, 60.0 / rate) if rate else None
+        if rate:
+            # About a second of messages per batch, so outcomes (and the stats) keep up with a slow send.
+            self.batch_size = min(batch_size, max(1, rate // 60))
         with engine.connect() as conn:
             self.cap = (
                 None
@@ -279,6 +282,17 @@ class _Drain:
         self.result.attempted += len(batch)
         return list(zip(batch, outcomes, strict=True))
 
+    async def _paced(self) -> bool:
+        """Wait for the rate limit's next slot; False when the send is stopped first."""
+        if self.limiter is None or self.stopped.is_set():
+            return not self.stopped.is_set()
+        slot = asyncio.ensure_future(self.limiter.acquire())
+        stop = asyncio.ensure_future(self.stopped.wait())
+        await asyncio.wait((slot, stop), return_when=asyncio.FIRST_COMPLETED)
+        for waiting in (slot, stop):
+            waiting.cancel()
+        return slot.done() and not slot.cancelled() and not self.stopped.is_set()
+
     async def _one(self, channels: ConcurrentChannels, row: Mapping[str, Any]) -> Outcome:
         profile = row.get("profile")
         if profile is None:
@@ -291,9 +305,7 @@ class _Drain:
             outgoing = render_message(message, profile, self.queue.key(row))
         except TemplateRenderError as exc:
             return Outcome("failed", exc.reason)
-        if self.limiter is not None:
-            await self.limiter.acquire()
-        if self.stopped.is_set():
+        if not await self._paced():
             return Outcome("skipped", STOPPED_REASON)
         try:
             await channels.send(outgoing)

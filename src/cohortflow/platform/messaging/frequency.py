@@ -76,13 +76,14 @@ def reserve(conn: Connection, cap: ActiveCap, channel: str, keys: dict[int, str]
     if conn.dialect.name == "postgresql":
         conn.execute(select(users.c.id).where(users.c.id.in_(ids)).order_by(users.c.id).with_for_update(key_share=True))
     r = message_receipts
-    counts: dict[int, int] = dict(
-        conn.execute(
+    counts = {
+        int(user_id): int(n)
+        for user_id, n in conn.execute(
             select(r.c.user_id, func.count())
             .where(r.c.user_id.in_(ids), r.c.channel == channel, r.c.at > now - cap.period)
             .group_by(r.c.user_id)
-        ).tuples()
-    )
+        )
+    }
     capped = {uid for uid in ids if counts.get(uid, 0) >= cap.max_messages}
     rows = [{"user_id": uid, "channel": channel, "source": keys[uid], "at": now} for uid in ids if uid not in capped]
     if rows:
