@@ -152,7 +152,10 @@ def test_frequency_caps_hold_across_campaigns_and_concurrent_workers(
         for call in calls:
             per_user[call.body["user"]] = per_user.get(call.body["user"], 0) + 1
         assert len(per_user) == n and set(per_user.values()) == {1}
-        results = [api.get(f"/campaigns/{c}/sends/{s}", headers=auth(tenant)).json() for c, s in zip(capped, sends)]
+        results = [
+            api.get(f"/campaigns/{c}/sends/{s}", headers=auth(tenant)).json()
+            for c, s in zip(capped, sends, strict=True)
+        ]
         assert sum(s["counts"]["sent"] for s in results) == n
         assert sum(s["reasons"]["skipped"].get("frequency capped", 0) for s in results) == 2 * n
         for send in results:
