@@ -39,9 +39,9 @@ from cohortflow.clock import Clock
 from cohortflow.platform.messaging import frequency
 from cohortflow.platform.messaging.channels import DeliveryError
 from cohortflow.platform.messaging.channels.concurrent import ConcurrentChannels
-from cohortflow.platform.messaging.delivery import Outcome, render_message, unreachable_reason
+from cohortflow.platform.messaging.delivery import Outcome, prepare
 from cohortflow.platform.messaging.messages import EmailMessageSpec, WebhookMessageSpec
-from cohortflow.platform.messaging.templates import PROFILE_COLUMNS, TemplateRenderError
+from cohortflow.platform.messaging.templates import PROFILE_COLUMNS
 from cohortflow.platform.store.schema import users
 from cohortflow.settings import MessagingSettings
 
@@ -297,14 +297,9 @@ class _Drain:
         profile = row.get("profile")
         if profile is None:
             return Outcome("skipped", "user no longer exists")
-        message = self.queue.message
-        reason = unreachable_reason(message.channel, profile)
-        if reason is not None:
-            return Outcome("skipped", reason)
-        try:
-            outgoing = render_message(message, profile, self.queue.key(row))
-        except TemplateRenderError as exc:
-            return Outcome("failed", exc.reason)
+        outgoing = prepare(self.queue.message, profile, self.queue.key(row))
+        if isinstance(outgoing, Outcome):
+            return outgoing
         if not await self._paced():
             return Outcome("skipped", STOPPED_REASON)
         try:
