@@ -12,6 +12,7 @@ Canvas ``message -> delay 1 day``, then times the two phases of the worker's pas
 Usage::
 
     python -m bench.bench_canvas --users 1000000 --workers 2
+    python -m bench.bench_canvas --users 1000000 --advance-only   # entry and moves only
     python -m bench.bench_canvas --quick          # CI: 2,000 users
 """
 
@@ -51,7 +52,7 @@ def _deliverer(url: str, canvas_id: str, port: int, ready: Any, go: Any, out: An
     runtime.close()
 
 
-def run(backend: str, n_users: int, postgres_url: str, workers: int) -> dict[str, Any]:
+def run(backend: str, n_users: int, postgres_url: str, workers: int, deliver: bool = True) -> dict[str, Any]:
     workers = workers if backend == "postgres" else 1
     with throwaway_database(backend, postgres_url) as url, receiver("webhook") as recv:
         port = recv.port  # type: ignore[attr-defined]
@@ -88,6 +89,18 @@ def run(backend: str, n_users: int, postgres_url: str, workers: int) -> dict[str
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             advance_db = db_cpu.stop()
             assert advanced is not None and advanced.entered == n_users, advanced
+            if not deliver:
+                return {
+                    "backend": backend,
+                    "users": n_users,
+                    "advance_seconds": round(advance_seconds, 2),
+                    "advance_users_per_second": round(n_users / advance_seconds),
+                    "advance_cpu_us_per_user": round(
+                        (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / n_users * 1e6, 1
+                    ),
+                    "advance_postgres_cpu_us_per_user": round(advance_db / n_users * 1e6, 1),
+                    "load_average": f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}",
+                }
 
             ctx = multiprocessing.get_context("spawn")
             go, out = ctx.Event(), ctx.Queue()
@@ -119,7 +132,8 @@ def run(backend: str, n_users: int, postgres_url: str, workers: int) -> dict[str
         "workers": workers,
         "advance_seconds": round(advance_seconds, 2),
         "advance_users_per_second": round(n_users / advance_seconds),
-        "advance_cpu_us_per_user": f"{advance_cpu / n_users * 1e6:.1f} (python), {advance_db / n_users * 1e6:.1f} (db)",
+        "advance_cpu_us_per_user": round(advance_cpu / n_users * 1e6, 1),
+        "advance_postgres_cpu_us_per_user": round(advance_db / n_users * 1e6, 1),
         "deliver_seconds": round(deliver_seconds, 2),
         "deliver_messages_per_second": round(n_users / deliver_seconds),
         "deliver_cpu_us_per_message": round(sender_cpu / n_users * 1e6, 1),
@@ -134,13 +148,14 @@ def main() -> None:
     parser.add_argument("--backend", action="append", choices=["sqlite", "postgres"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2,000 users on SQLite (CI smoke run)")
+    parser.add_argument("--advance-only", action="store_true", help="Time the advance phase only (no delivery).")
     parser.add_argument("--postgres", default=os.environ.get("COHORTFLOW_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
     args = parser.parse_args()
     backends = args.backend or (["sqlite"] if args.quick else ["postgres"])
     n_users = 2000 if args.quick else args.users
     results = []
     for backend in backends:
-        results.append(run(backend, n_users, args.postgres, args.workers))
+        results.append(run(backend, n_users, args.postgres, args.workers, deliver=not args.advance_only))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"machine": machine(), "results": results}, indent=2))
 
