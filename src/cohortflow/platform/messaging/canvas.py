@@ -729,10 +729,10 @@ def _advance_step(
     if isinstance(step, ExitStep):
         return _move_due(conn, canvas_id, definition, due, step.id, None, now)
     moved = 0
-    taken: list[ColumnElement[bool]] = []
+    # Paths in order, the first match wins: a user a path moves is no longer at the split for the next paths.
     for path in step.paths:
         clause = compile_filter(conn, workspace_id, parse_filter(path.filter), now=now)
-        matches = (*due, exists().where(users.c.id == p.c.user_id, clause), *taken)
+        matches = (*due, exists().where(users.c.id == p.c.user_id, clause))
         _position_events(conn, canvas_id, matches, step.id, "path", now, path=path.name)
         moved += _move_due(conn, canvas_id, definition, matches, step.id, path.next, now)
     _position_events(conn, canvas_id, due, step.id, "path", now, path=EVERYONE_ELSE)
