@@ -159,7 +159,7 @@ def message(channel: str, port: int) -> dict[str, Any]:
     }
 
 
-def _sender(url: str, send_id: int, port: int, batch_size: int, ready: Any, go: Any, out: Any) -> None:
+def _sender(url: str, send_id: int, port: int, batch_size: int, ready: Any, go: Any, out: Any, done: Any) -> None:
     """One sender process: waits for the start signal, runs the send as far as it can, reports its CPU."""
     runtime = PlatformRuntime.open(PlatformSettings(database_url=url))
     settings = MessagingSettings(smtp_host="127.0.0.1", smtp_port=port, delivery_batch_size=batch_size)
@@ -169,6 +169,7 @@ def _sender(url: str, send_id: int, port: int, batch_size: int, ready: Any, go: 
     run_send(runtime.engine, settings, send_id)
     ended = resource.getrusage(resource.RUSAGE_SELF)
     out.put(ended.ru_utime + ended.ru_stime - started.ru_utime - started.ru_stime)
+    done.wait()  # keep the database connections (their backends' CPU is measured) until the measure is taken
     runtime.close()
 
 
@@ -194,10 +195,10 @@ def run_one(
                 )
                 send = request_send(conn, workspace_id, campaign.id)
             ctx = multiprocessing.get_context("spawn")
-            go, out = ctx.Event(), ctx.Queue()
+            go, out, done = ctx.Event(), ctx.Queue(), ctx.Event()
             readies = [ctx.Event() for _ in range(workers)]
             procs = [
-                ctx.Process(target=_sender, args=(url, send.id, port, batch_size, readies[i], go, out))
+                ctx.Process(target=_sender, args=(url, send.id, port, batch_size, readies[i], go, out, done))
                 for i in range(workers)
             ]
             for proc in procs:
@@ -215,6 +216,7 @@ def run_one(
             sender_cpu = sum(out.get(timeout=24 * 3600) for _ in procs)
             elapsed = time.perf_counter() - started
             db_seconds, receiver_seconds = db_cpu.stop(), receiver_cpu.stop()
+            done.set()
             load_after = os.getloadavg()[0]
             for proc in procs:
                 proc.join()
