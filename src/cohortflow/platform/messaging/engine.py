@@ -306,4 +306,9 @@ class _Drain:
             await channels.send(outgoing)
         except DeliveryError as exc:
             return Outcome("failed", exc.message)
+        except Exception as exc:
+            # A bug or a library surprise must fail this message, not the batch: a batch that raised would stay
+            # claimed and be resent after the claim runs out, again and again.
+            log.exception("delivery failed unexpectedly", error=type(exc).__name__)
+            return Outcome("failed", f"internal error: {type(exc).__name__}")
         return Outcome("sent")
