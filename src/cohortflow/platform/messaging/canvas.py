@@ -50,6 +50,7 @@ from cohortflow.platform.store.schema import (
     user_events,
     users,
 )
+from cohortflow.platform.store.upsert import upsert_insert
 from cohortflow.settings import MessagingSettings
 
 EVERYONE_ELSE = "Everyone Else"
@@ -479,35 +480,24 @@ def _enter(conn: Connection, canvas_row: Any, definition: CanvasDefinition, now:
     first = definition.steps[0]
     p = canvas_positions
     in_segment = segment_clause(conn, workspace_id, definition.entry_segment_id, now=now)
-    newcomers = (
-        select(users.c.id)
-        .where(
-            users.c.workspace_id == workspace_id,
-            in_segment,
-            ~exists().where(p.c.canvas_id == canvas_id, p.c.user_id == users.c.id),
-        )
-        .subquery()
-    )
-    # Events first: the positions insert below is what makes these users "already entered".
+    # Members who never entered: the primary key (canvas, user) skips those who did. Not ``NOT EXISTS`` on the
+    # positions table itself: PostgreSQL may plan that as a nested loop rescanning the rows this very statement
+    # inserts (invisible to it, yet read), quadratic in the audience (minutes at 1M users).
     conn.execute(
-        insert(canvas_step_events).from_select(
-            ["canvas_id", "user_id", "step_id", "event", "at"],
-            select(literal(canvas_id), newcomers.c.id, literal(first.id), literal("entered"), literal(now, TS)),
-        )
-    )
-    conn.execute(
-        insert(p).from_select(
+        upsert_insert(conn, p)
+        .from_select(
             ["canvas_id", "user_id", "step_id", "state", "due_at", "entered_at", "updated_at"],
             select(
                 literal(canvas_id),
-                newcomers.c.id,
+                users.c.id,
                 literal(first.id),
                 literal("active"),
                 literal(_due_at(first, now), TS),
                 literal(now, TS),
                 literal(now, TS),
-            ),
+            ).where(users.c.workspace_id == workspace_id, in_segment),
         )
+        .on_conflict_do_nothing(index_elements=["canvas_id", "user_id"])
     )
     reentry = definition.reentry
     if reentry.allowed:
@@ -517,7 +507,6 @@ def _enter(conn: Connection, canvas_row: Any, definition: CanvasDefinition, now:
             p.c.exited_at <= now - timedelta(seconds=reentry.after_seconds),
             exists().where(users.c.id == p.c.user_id, in_segment),
         )
-        _position_events(conn, canvas_id, returning, first.id, "entered", now)
         conn.execute(
             update(p)
             .where(*returning)
@@ -531,10 +520,10 @@ def _enter(conn: Connection, canvas_row: Any, definition: CanvasDefinition, now:
                 updated_at=now,
             )
         )
+    just_entered = (p.c.canvas_id == canvas_id, p.c.entered_at == now)
+    _position_events(conn, canvas_id, just_entered, first.id, "entered", now)
     # (The driver's rowcount of an INSERT ... SELECT is not reliable across dialects.)
-    entered = conn.execute(
-        select(func.count()).select_from(p).where(p.c.canvas_id == canvas_id, p.c.entered_at == now)
-    ).scalar_one()
+    entered = conn.execute(select(func.count()).select_from(p).where(*just_entered)).scalar_one()
     conn.execute(
         update(canvases)
         .where(canvases.c.id == canvas_id)
