@@ -11,4 +11,7 @@ from cohortflow.settings import get_settings
 # CLI: without it structlog's defaults print tracebacks with every local variable, request headers included.
 _settings = get_settings()
 configure_logging(_settings.log_level, _settings.log_json)
-app = create_app(PlatformRuntime.open(_settings.platform))
+app = create_app(
+    PlatformRuntime.open(_settings.platform),
+    messaging_worker=_settings.messaging if _settings.messaging.worker_in_process else None,
+)
