@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -55,6 +56,8 @@ class WebhookCall:
     path: str
     headers: dict[str, str]
     body: Any
+    # time.monotonic() on arrival: what a rate limit is judged by.
+    received_at: float = 0.0
 
 
 @dataclass
@@ -73,7 +76,9 @@ class WebhookSink:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                call = WebhookCall(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw))
+                call = WebhookCall(
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw), time.monotonic()
+                )
                 with sink.lock:
                     sink.calls.append(call)
                 status = sink.on_call(call) if sink.on_call is not None else 200

@@ -109,6 +109,26 @@ def test_send_now_twice_starts_one_send_and_a_stopped_send_sends_nothing_more(
     assert api.post(f"/campaigns/{campaign_id}/send-now", headers=auth(tenant)).status_code == 202
 
 
+def test_a_campaign_rate_limit_spaces_its_messages(
+    api: httpx.Client, runtime: PlatformRuntime, tenant: Tenant, webhook_sink: WebhookSink
+) -> None:
+    _domain, segment_id, _ids = _audience(runtime, api, tenant, 25)
+    path = f"/paced/{uuid.uuid4().hex}"
+    campaign_id = _webhook_campaign(api, tenant, segment_id, webhook_sink.url(path), rate_limit_per_minute=1200)
+    send = api.post(f"/campaigns/{campaign_id}/send-now", headers=auth(tenant))
+    assert send.status_code == 202, send.text
+    done = wait_for_send(api, tenant, campaign_id, send.json()["id"])
+    assert done["counts"]["sent"] == 25, done
+    arrivals = sorted(c.received_at for c in webhook_sink.at(path))
+    assert len(arrivals) == 25
+    # 1,200 a minute is one every 50 ms: at most 21 in any second (a lower bound on time, so a slow machine only
+    # spreads them further; without the limiter all 25 arrive in a few milliseconds).
+    for i, start in enumerate(arrivals):
+        within = sum(1 for t in arrivals[i:] if t < start + 1.0)
+        assert within <= 21, (within, arrivals)
+    assert arrivals[-1] - arrivals[0] >= 24 * 0.05 * 0.9
+
+
 def test_frequency_caps_hold_across_campaigns_and_concurrent_workers(
     api: httpx.Client,
     runtime: PlatformRuntime,
