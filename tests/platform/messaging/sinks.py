@@ -36,7 +36,8 @@ class SmtpSink:
             if reply is not None:
                 return reply
         raw = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
-        message = email.message_from_bytes(raw, policy=email.policy.default)
+        # An SMTPUTF8 message has raw UTF-8 headers (RFC 6532), which message_from_bytes would leave undecoded.
+        message = email.message_from_string(raw.decode("utf-8"), policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         with self.lock:
             self.messages.append(message)

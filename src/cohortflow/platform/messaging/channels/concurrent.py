@@ -139,8 +139,19 @@ class SmtpPool:
             keep = True
             try:
                 # MAIL, RCPT and DATA rather than ``sendmail``, which parses both addresses twice more.
-                await smtp.mail(email.envelope_sender)
-                await smtp.rcpt(email.to_address)
+                if email.needs_smtputf8:
+                    if smtp.is_ehlo_or_helo_needed:  # the extensions are known only after EHLO
+                        await smtp.ehlo()
+                    if not smtp.supports_extension("smtputf8"):
+                        raise DeliveryRejected(
+                            f"SMTP server {self._settings.smtp_host} does not offer SMTPUTF8, which the address "
+                            f"{email.to_address!r} needs"
+                        )
+                    await smtp.mail(email.envelope_sender, options=["SMTPUTF8"], encoding="utf-8")
+                    await smtp.rcpt(email.to_address, encoding="utf-8")
+                else:
+                    await smtp.mail(email.envelope_sender)
+                    await smtp.rcpt(email.to_address)
                 await smtp.data(email.to_bytes())
             except aiosmtplib.SMTPRecipientRefused as exc:
                 keep = await _reset(smtp)

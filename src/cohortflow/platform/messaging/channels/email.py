@@ -32,6 +32,12 @@ class OutgoingEmail:
     def envelope_sender(self) -> str:
         return _bare_address(self.from_address)
 
+    @property
+    def needs_smtputf8(self) -> bool:
+        """An address with a non-ASCII mailbox (``léa@example.com``) travels only over SMTPUTF8 (RFC 6531), with
+        its headers in raw UTF-8 (RFC 6532): an encoded-word cannot carry an address."""
+        return not (self.envelope_sender.isascii() and self.to_address.isascii())
+
     def to_bytes(self) -> bytes:
         """The message as MIME bytes, written directly.
 
@@ -39,18 +45,19 @@ class OutgoingEmail:
         of CPU per message: more than everything else a send does.
         """
         domain = self.from_address.rsplit("@", 1)[-1].strip(" >") or "cohortflow.invalid"
+        utf8 = self.needs_smtputf8
         headers = [
-            ("From", _address(self.from_address)),
-            ("To", _address(self.to_address)),
+            ("From", _address(self.from_address, utf8)),
+            ("To", _address(self.to_address, utf8)),
             ("Subject", self.subject),
             ("Date", formatdate(usegmt=True)),
             ("Message-ID", f"<{self.idempotency_key}@{domain}>"),
             (IDEMPOTENCY_HEADER, self.idempotency_key),
         ]
         if self.reply_to:
-            headers.append(("Reply-To", _address(self.reply_to)))
+            headers.append(("Reply-To", _address(self.reply_to, utf8)))
         headers.append(("MIME-Version", "1.0"))
-        lines = [f"{name}: {_header_value(value)}" for name, value in headers]
+        lines = [f"{name}: {value if name in _ADDRESS_HEADERS else _header_value(value)}" for name, value in headers]
         if self.html is None:
             lines += _part("plain", self.text)
         else:
@@ -60,7 +67,7 @@ class OutgoingEmail:
             lines += [f"--{boundary}"]
             lines += _part("html", self.html)
             lines += [f"--{boundary}--", ""]
-        return "\r\n".join(lines).encode("ascii")
+        return "\r\n".join(lines).encode("utf-8" if utf8 else "ascii")
 
 
 @functools.lru_cache(maxsize=256)
@@ -69,8 +76,13 @@ def _bare_address(value: str) -> str:
     return parseaddr(value)[1] or value
 
 
-def _address(value: str) -> str:
-    if value.isascii():
+_ADDRESS_HEADERS = frozenset(("From", "To", "Reply-To"))
+
+
+def _address(value: str, utf8: bool) -> str:
+    # A line break in a rendered address would start a new header (injection).
+    value = " ".join(value.splitlines())
+    if value.isascii() or utf8:
         return value
     name, address = parseaddr(value)
     return formataddr((name, address), charset="utf-8")
