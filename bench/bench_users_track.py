@@ -52,9 +52,7 @@ def new_user_bodies(connection: int, count: int, rng: random.Random) -> list[byt
 
 def update_bodies(n_users: int, count: int, rng: random.Random) -> list[bytes]:
     return [
-        orjson.dumps(
-            {"attributes": [_object(f"user-{u}", rng) for u in rng.sample(range(1, n_users + 1), OBJECTS)]}
-        )
+        orjson.dumps({"attributes": [_object(f"user-{u}", rng) for u in rng.sample(range(1, n_users + 1), OBJECTS)]})
         for _ in range(count)
     ]
 

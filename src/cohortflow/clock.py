@@ -26,6 +26,4 @@ def to_utc(value: datetime) -> datetime:
     try:
         return as_utc(value)
     except OverflowError:
-        raise ValueError(
-            f"{value.isoformat()} is outside the years 1 to 9999 once converted to UTC"
-        ) from None
+        raise ValueError(f"{value.isoformat()} is outside the years 1 to 9999 once converted to UTC") from None

@@ -67,6 +67,16 @@ class MessagingSettings(BaseModel):
         default=60.0, gt=0, description="A send whose process stops renewing its lease for this long is resumable."
     )
     worker_poll_seconds: float = Field(default=5.0, gt=0)
+    smtp_connections: int = Field(default=8, ge=1, le=100, description="SMTP sessions a worker sends email over.")
+    webhook_connections: int = Field(default=64, ge=1, le=1000, description="Webhook requests in flight per worker.")
+    delivery_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Messages a worker claims (and records) per transaction."
+    )
+    worker_in_process: bool = Field(
+        default=False,
+        description="The API server runs the messaging worker in its process(es); `platform serve` sets it "
+        "unless given --no-worker.",
+    )
 
 
 class SyncSettings(BaseModel):

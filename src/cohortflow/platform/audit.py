@@ -88,8 +88,16 @@ def recent_imports(conn: Connection, cohort_pk: int, limit: int = 10) -> list[Im
     """The cohort's latest imports, newest first."""
     t = cohort_imports
     rows = conn.execute(
-        select(t.c.at, t.c.received, t.c.matched, t.c.unmatched, t.c.added, t.c.removed, t.c.unchanged,
-               t.c.unmatched_sample)
+        select(
+            t.c.at,
+            t.c.received,
+            t.c.matched,
+            t.c.unmatched,
+            t.c.added,
+            t.c.removed,
+            t.c.unchanged,
+            t.c.unmatched_sample,
+        )
         .where(t.c.cohort_pk == cohort_pk)
         .order_by(t.c.at.desc(), t.c.id.desc())
         .limit(limit)

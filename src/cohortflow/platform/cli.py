@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import click
@@ -81,11 +82,14 @@ def platform_group() -> None:
 # --- serve -------------------------------------------------------------------------------------------
 
 
-def _serve(host: str | None, port: int | None, workers: int) -> None:
+def _serve(host: str | None, port: int | None, workers: int, *, messaging_worker: bool = True) -> None:
     import uvicorn
 
     settings = get_settings().platform
     open_runtime().close()  # migrate once before workers start
+    # Uvicorn's worker processes build the app from the environment (cohortflow.platform.api.server).
+    os.environ["COHORTFLOW_MESSAGING__WORKER_IN_PROCESS"] = "true" if messaging_worker else "false"
+    get_settings.cache_clear()
     uvicorn.run(
         "cohortflow.platform.api.server:app",
         host=host or settings.host,
@@ -100,9 +104,14 @@ def _serve(host: str | None, port: int | None, workers: int) -> None:
 @click.option("--host", default=None, help="Interface to bind (default: settings, 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="Port (default: settings, 8480).")
 @click.option("--workers", default=1, show_default=True, type=int, help="Uvicorn worker processes.")
-def serve(host: str | None, port: int | None, workers: int) -> None:
-    """Serve the platform's HTTP API."""
-    _serve(host, port, workers)
+@click.option(
+    "--no-worker",
+    is_flag=True,
+    help="Do not run the messaging worker in the server; run `cohortflow platform worker run` apart.",
+)
+def serve(host: str | None, port: int | None, workers: int, no_worker: bool) -> None:
+    """Serve the platform's HTTP API and dashboard, with the messaging worker in-process (unless --no-worker)."""
+    _serve(host, port, workers, messaging_worker=not no_worker)
 
 
 # --- workspaces --------------------------------------------------------------------------------------

@@ -74,7 +74,6 @@ def in_workspace_cohorts(conn: Connection, workspace_id: str) -> ColumnElement[b
     return cohort_members.c.cohort_pk.in_(select(cohorts.c.id).where(in_workspace))
 
 
-
 def _lock_cohort(
     conn: Connection,
     workspace_id: str,
@@ -172,8 +171,9 @@ def _remove_members(conn: Connection, cohort_pk: int, user_ids: Sequence[int]) -
     if conn.dialect.name != "postgresql":
         deleted = conn.execute(
             delete(cohort_members)
-            .where(cohort_members.c.cohort_pk == cohort_pk,
-                   in_batch(conn, cohort_members.c.user_id, user_ids, BigInteger))
+            .where(
+                cohort_members.c.cohort_pk == cohort_pk, in_batch(conn, cohort_members.c.user_id, user_ids, BigInteger)
+            )
             .returning(cohort_members.c.user_id)
         )
         return len(deleted.all())

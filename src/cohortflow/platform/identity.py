@@ -97,7 +97,6 @@ def new_braze_id() -> str:
     return secrets.token_hex(BRAZE_ID_HEX_CHARS // 2)
 
 
-
 def _for_update(conn: Connection, query: Any) -> Any:
     return query.with_for_update() if conn.dialect.name == "postgresql" else query
 
@@ -550,9 +549,7 @@ def merge_users(
     ).rowcount
 
     theirs = cohort_members.alias("theirs")
-    source_memberships = and_(
-        cohort_members.c.user_id == source_user_id, in_workspace_cohorts(conn, workspace_id)
-    )
+    source_memberships = and_(cohort_members.c.user_id == source_user_id, in_workspace_cohorts(conn, workspace_id))
     memberships = (
         select(cohort_members.c.cohort_pk, literal(target_user_id, BigInteger()), cohort_members.c.added_at)
         .where(source_memberships)

@@ -73,9 +73,7 @@ def insert_key(conn: Connection, table: Table, kind: str, **values: Any) -> tupl
     return key_info(row), key
 
 
-def find_live(
-    conn: Connection, table: Table, plain: object, *columns: Any, joined: Any = None
-) -> Row[Any] | None:
+def find_live(conn: Connection, table: Table, plain: object, *columns: Any, joined: Any = None) -> Row[Any] | None:
     """The live row whose digest is ``plain``'s (with ``id``, ``last_used_at`` and ``columns``), or None.
 
     Looked up by the unique digest index, then compared in constant time. ``joined`` is ``table`` joined to the

@@ -39,8 +39,14 @@ def key_payload(info: KeyInfo) -> dict[str, Any]:
 
 def _emit_list(as_json: bool, infos: list[KeyInfo], empty: str) -> None:
     rows = [
-        [i.id, i.masked_key, i.name or "-", when(i.created_at), when(i.last_used_at),
-         "active" if i.active else f"revoked {when(i.revoked_at)}"]
+        [
+            i.id,
+            i.masked_key,
+            i.name or "-",
+            when(i.created_at),
+            when(i.last_used_at),
+            "active" if i.active else f"revoked {when(i.revoked_at)}",
+        ]
         for i in infos
     ]
     human = table(["ID", "KEY", "NAME", "CREATED", "LAST USED", "STATE"], rows) if infos else empty

@@ -102,15 +102,21 @@ def batch_array(conn: Connection, values: Sequence[Any], element_type: Any = Tex
     return cast(aggregated, ARRAY(element_type))
 
 
-def in_batch(conn: Connection, target: ColumnElement[Any] | ColumnClause[Any], values: Sequence[Any],
-             element_type: Any = Text) -> ColumnElement[bool]:
+def in_batch(
+    conn: Connection, target: ColumnElement[Any] | ColumnClause[Any], values: Sequence[Any], element_type: Any = Text
+) -> ColumnElement[bool]:
     """``target IN values`` with the whole batch as one parameter."""
     source = batch_source(conn, values)
     return target.in_(select(batch_value(conn, source, element_type)))
 
 
-def probe(conn: Connection, query: Select[Any], in_workspace: ColumnElement[bool], key: ColumnClause[Any],
-           values: Sequence[str]) -> Select[Any]:
+def probe(
+    conn: Connection,
+    query: Select[Any],
+    in_workspace: ColumnElement[bool],
+    key: ColumnClause[Any],
+    values: Sequence[str],
+) -> Select[Any]:
     """``query`` restricted to rows whose ``key`` is one of ``values``, probing the unique index per value.
 
     The shape pins the plan whatever the table statistics say (a workspace seeded a minute ago has none yet):
@@ -128,8 +134,13 @@ def match_external_ids(conn: Connection, workspace_id: str, external_ids: Collec
     if not wanted:
         return {}
     rows = conn.execute(
-        probe(conn, select(users.c.external_id, users.c.id), users.c.workspace_id == workspace_id,
-               users.c.external_id, wanted)
+        probe(
+            conn,
+            select(users.c.external_id, users.c.id),
+            users.c.workspace_id == workspace_id,
+            users.c.external_id,
+            wanted,
+        )
     )
     return {str(external_id): int(user_id) for external_id, user_id in rows.all()}
 
@@ -139,8 +150,13 @@ def match_anonymous_devices(conn: Connection, workspace_id: str, device_ids: Col
     wanted = sorted(v for v in set(device_ids) if _storable(v, _DEVICE_ID_MAX))
     if not wanted:
         return {}
-    found = probe(conn, select(user_devices.c.device_id, user_devices.c.user_id),
-                   user_devices.c.workspace_id == workspace_id, user_devices.c.device_id, wanted).subquery()
+    found = probe(
+        conn,
+        select(user_devices.c.device_id, user_devices.c.user_id),
+        user_devices.c.workspace_id == workspace_id,
+        user_devices.c.device_id,
+        wanted,
+    ).subquery()
     rows = conn.execute(
         select(found.c.device_id, users.c.id)
         .join(users, users.c.id == found.c.user_id)
@@ -170,8 +186,11 @@ def match_aliases(conn: Connection, workspace_id: str, aliases: Collection[Alias
         )
         probe = (
             select(a.c.alias_name, a.c.alias_label, a.c.user_id)
-            .where(a.c.workspace_id == workspace_id, a.c.alias_label == pairs.c.alias_label,
-                   a.c.alias_name == pairs.c.alias_name)
+            .where(
+                a.c.workspace_id == workspace_id,
+                a.c.alias_label == pairs.c.alias_label,
+                a.c.alias_name == pairs.c.alias_name,
+            )
             .limit(1)
             .lateral()
         )
@@ -229,4 +248,3 @@ def resolve_changes(conn: Connection, workspace_id: str, changes: Sequence[Cohor
                 matched.append(user_id)
         resolved.append(ResolvedChange(change.should_remove, change.identifier_count, matched, unmatched))
     return resolved
-

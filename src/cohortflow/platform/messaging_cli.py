@@ -19,9 +19,10 @@ import click
 import yaml
 from sqlalchemy import Connection
 
+from cohortflow.clock import utcnow
 from cohortflow.platform.cli_common import resolve_workspace
 from cohortflow.platform.errors import InvalidRequest
-from cohortflow.platform.messaging import campaigns, canvas, worker
+from cohortflow.platform.messaging import campaigns, canvas, frequency, worker
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.settings import MessagingSettings, get_settings
 
@@ -191,6 +192,49 @@ def campaign_resume(send_id: int, wait_seconds: float | None, as_json: bool) -> 
     _emit(as_json, send.to_dict(), f"Send {send.id}: {send.status} ({_counts(send.counts)})")
 
 
+@campaign_group.command("stop")
+@workspace_option
+@click.argument("campaign_id")
+@click.argument("send_id", type=int)
+@json_option
+def campaign_stop(workspace_ref: str, campaign_id: str, send_id: int, as_json: bool) -> None:
+    """Stop a scheduled or running send: it sends nothing more (unsent messages are logged skipped)."""
+    with _transaction() as conn:
+        send = campaigns.stop_send(conn, _workspace(conn, workspace_ref), campaign_id, send_id, now=utcnow())
+    _emit(as_json, send.to_dict(), f"Send {send.id}: {send.status} ({_counts(send.counts)})")
+
+
+@campaign_group.command("frequency-caps")
+@workspace_option
+@click.option(
+    "--set",
+    "caps",
+    multiple=True,
+    metavar="CHANNEL:N:SECONDS",
+    help="At most N messages per user on CHANNEL (email, webhook) in any SECONDS; repeat per channel.",
+)
+@click.option("--clear", is_flag=True, help="Remove every cap.")
+@json_option
+def campaign_frequency_caps(workspace_ref: str, caps: tuple[str, ...], clear: bool, as_json: bool) -> None:
+    """Show or replace the workspace's global frequency caps (campaigns and Canvases may ignore them)."""
+    parsed = []
+    for cap in caps:
+        parts = cap.split(":")
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            raise click.BadParameter(f"{cap!r} is not CHANNEL:N:SECONDS (e.g. email:2:86400)", param_hint="--set")
+        parsed.append({"channel": parts[0], "max_messages": int(parts[1]), "period_seconds": int(parts[2])})
+    with _transaction() as conn:
+        workspace_id = _workspace(conn, workspace_ref)
+        shown = (
+            frequency.set_caps(conn, workspace_id, parsed)
+            if parsed or clear
+            else frequency.list_caps(conn, workspace_id)
+        )
+    payload = {"caps": [c.model_dump() for c in shown]}
+    human = "\n".join(f"{c.channel}: at most {c.max_messages} per {c.period_seconds} s" for c in shown) or "No caps."
+    _emit(as_json, payload, human)
+
+
 @campaign_group.command("log")
 @workspace_option
 @click.argument("campaign_id")
@@ -290,6 +334,17 @@ def canvas_start(workspace_ref: str, canvas_id: str, as_json: bool) -> None:
         item = canvas.start_canvas(conn, _workspace(conn, workspace_ref), canvas_id)
     when = item.next_entry_at.isoformat() if item.next_entry_at else "never"
     _emit(as_json, item.to_dict(), f"Started Canvas {item.name!r}; next entry {when}")
+
+
+@canvas_group.command("stop")
+@workspace_option
+@click.argument("canvas_id")
+@json_option
+def canvas_stop(workspace_ref: str, canvas_id: str, as_json: bool) -> None:
+    """Stop an active Canvas: no more entries, moves or messages."""
+    with _transaction() as conn:
+        item = canvas.stop_canvas(conn, _workspace(conn, workspace_ref), canvas_id)
+    _emit(as_json, item.to_dict(), f"Stopped Canvas {item.name!r}")
 
 
 @canvas_group.command("stats")

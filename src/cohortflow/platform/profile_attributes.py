@@ -228,8 +228,6 @@ class ProfileAttributes(BaseModel):
         return self._changes
 
 
-
-
 # ------------------------------------------------------------------------------------- the lean path (no model)
 
 # Standard attributes the lean path checks itself, with their length limits (as ProfileAttributes declares them).

@@ -265,9 +265,6 @@ class PurchaseObject(_Identified):
         return value.upper()
 
 
-
-
-
 class TrackRequest(RequestBody):
     """``POST /users/track``: at most 75 objects in each array."""
 
@@ -714,5 +711,3 @@ def apply_profile_changes(
     profile = _Profile(row)
     profile.apply(changes, where)
     profile.flush(conn, now)
-
-

@@ -37,7 +37,6 @@ TOO_MANY_ALIASES = (
 TOO_MANY_IDS = "The max number of ids per request was exceeded ({count} given; at most 50 per request)"
 
 
-
 def validation_error(kind: str, message: str) -> PydanticCustomError:
     """A validation error whose text is exactly ``message`` (the context keeps braces in it literal)."""
     return PydanticCustomError(kind, "{message}", {"message": message})
@@ -111,8 +110,6 @@ class UserAlias(BaseModel):
         return AliasKey(alias_label=self.alias_label, alias_name=self.alias_name)
 
 
-
-
 def check_array_sizes(data: Any, names: tuple[str, ...], limit: int, message: str) -> None:
     if not isinstance(data, dict):
         return
@@ -128,4 +125,3 @@ def check_total_size(data: Any, names: tuple[str, ...], message: str, limit: int
         count = sum(len(v) for name in names if isinstance(v := data.get(name), list))
         if count > limit:
             raise validation_error("too_many", message.format(count=count))
-

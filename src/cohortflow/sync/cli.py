@@ -459,8 +459,9 @@ def token_create(ctx: click.Context, name: str) -> None:
     with _errors_to_exit(ctx):
         info, plain = create_token(_workspace(ctx).store, name)
     click.echo(plain)
-    click.echo(f"token {info.id} ({info.name}): shown once, store it now; send it as 'Authorization: Bearer <token>'",
-               err=True)
+    click.echo(
+        f"token {info.id} ({info.name}): shown once, store it now; send it as 'Authorization: Bearer <token>'", err=True
+    )
 
 
 @token_group.command("list")

@@ -170,7 +170,6 @@ class WorkspaceWriter:
             return config
 
 
-
 # ------------------------------------------------------------------------------------------------ edits
 
 SOURCE_SECRET_FIELDS = {"postgres": ("url",), "sqlalchemy": ("url",)}

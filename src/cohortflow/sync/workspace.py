@@ -159,8 +159,9 @@ class LiveWorkspace:
                 if self._current is None:
                     raise
                 if self.error != exc.message:
-                    log.error("the workspace file does not validate; the last good version stays in force",
-                              error=exc.message)
+                    log.error(
+                        "the workspace file does not validate; the last good version stays in force", error=exc.message
+                    )
                 self.error, self._stamp = exc.message, stamp
                 return self._current
             self.error, self._stamp = None, stamp

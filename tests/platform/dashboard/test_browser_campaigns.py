@@ -68,10 +68,13 @@ def test_email_campaign_in_the_browser(
     expect(page.get_by_role("status")).to_have_text("Campaign “VIP news” saved.")
     screenshot(page, shots, "04-campaign")
 
-    # Send now: the counts move while it sends, then it completes.
-    page.get_by_role("button", name="Send now").click()
+    # Send now, double-clicked as people do: one send starts; the counts move while it sends, then it completes.
+    page.get_by_role("button", name="Send now").dblclick()
     badge = page.locator("#campaign-sends tbody .badge")
     expect(badge).to_have_text("Running", timeout=15_000)
+    page.get_by_role("button", name="Send now").click()  # and once more while it runs
+    expect(page.get_by_role("status")).to_contain_text("Not sent again: send")
+    expect(page.locator("#campaign-sends tbody tr")).to_have_count(1)
     screenshot(page, shots, "05-sending")
     expect(badge).to_have_text("Completed", timeout=30_000)
     expect(page.locator(".count-sent")).to_have_text("5")

@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -35,7 +36,8 @@ class SmtpSink:
             if reply is not None:
                 return reply
         raw = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
-        message = email.message_from_bytes(raw, policy=email.policy.default)
+        # An SMTPUTF8 message has raw UTF-8 headers (RFC 6532), which message_from_bytes would leave undecoded.
+        message = email.message_from_string(raw.decode("utf-8"), policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         with self.lock:
             self.messages.append(message)
@@ -55,6 +57,8 @@ class WebhookCall:
     path: str
     headers: dict[str, str]
     body: Any
+    # time.monotonic() on arrival: what a rate limit is judged by.
+    received_at: float = 0.0
 
 
 @dataclass
@@ -73,7 +77,9 @@ class WebhookSink:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                call = WebhookCall(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw))
+                call = WebhookCall(
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw), time.monotonic()
+                )
                 with sink.lock:
                     sink.calls.append(call)
                 status = sink.on_call(call) if sink.on_call is not None else 200

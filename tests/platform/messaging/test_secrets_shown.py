@@ -37,8 +37,12 @@ def test_webhook_credentials_are_used_but_never_shown(
         json={
             "name": f"secret-hook-{user_id}",
             "segment_ids": [segment_id],
-            "message": {"channel": "webhook", "url": url, "body": {"u": "{{ external_id }}"},
-                        "headers": {"X-Api-Key": "tok-123456", "X-Source": "cf"}},
+            "message": {
+                "channel": "webhook",
+                "url": url,
+                "body": {"u": "{{ external_id }}"},
+                "headers": {"X-Api-Key": "tok-123456", "X-Source": "cf"},
+            },
         },
         headers=auth(tenant),
     )
@@ -52,7 +56,9 @@ def test_webhook_credentials_are_used_but_never_shown(
     cli = subprocess.run(
         [sys.executable, "-m", "cohortflow", "platform", "campaign", "show", "-w", tenant.workspace_id, campaign_id],
         env={**os.environ, "COHORTFLOW_PLATFORM_DATABASE_URL": database_url, "COHORTFLOW_LOG_LEVEL": "WARNING"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert cli.returncode == 0, cli.stderr
     shown.append(cli.stdout)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 
 import pytest
@@ -56,24 +55,3 @@ def test_json_bodies_render_strings_only() -> None:
 def test_malformed_templates_are_rejected_naming_the_field(source: str, expected: str) -> None:
     with pytest.raises(InvalidRequest, match=re.escape(expected)):
         validate_template(source, field="subject")
-
-
-def test_pacer_spaces_messages_evenly_for_the_rate_limit() -> None:
-    from cohortflow.platform.messaging.delivery import Pacer
-
-    now = [100.0]
-
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    pacer = Pacer(120, sleep=sleep, monotonic=lambda: now[0])  # 120 a minute: one every 0.5 s
-    sent_at = []
-    for _ in range(5):
-        pacer.wait()
-        sent_at.append(now[0])
-    assert [round(b - a, 6) for a, b in itertools.pairwise(sent_at)] == [0.5] * 4
-    unlimited = Pacer(None, sleep=sleep, monotonic=lambda: now[0])
-    before = now[0]
-    for _ in range(3):
-        unlimited.wait()
-    assert now[0] == before

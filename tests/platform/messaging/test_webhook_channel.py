@@ -30,7 +30,7 @@ def test_a_receiver_slower_than_the_timeout_fails_the_message_after_the_retries(
         deliverer.close()
         webhook_sink.on_call = None
     assert outcome.status == "failed"
-    assert outcome.reason == "webhook timed out: ReadTimeout"
+    assert outcome.reason == "webhook timed out: TimeoutError"
     calls = webhook_sink.at(path)
     assert len(calls) == 2  # the first try and one retry, both with the same key
     assert {c.headers["idempotency-key"] for c in calls} == {"key-slow"}

@@ -2,21 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from cohortflow import __version__
 from cohortflow.platform.api.body import BodySizeLimit
 from cohortflow.platform.api.errors import document_errors, install_error_handlers
-from cohortflow.platform.api.routes import campaigns, canvases, health, keys, partners, sdk, segments, users
+from cohortflow.platform.api.routes import (
+    campaigns,
+    canvases,
+    frequency_caps,
+    health,
+    keys,
+    partners,
+    sdk,
+    segments,
+    users,
+)
 from cohortflow.platform.api.sdk_lane import SdkDataLane
 from cohortflow.platform.dashboard import MOUNT_PATH
 from cohortflow.platform.dashboard.app import create_dashboard
+from cohortflow.platform.messaging.worker import BackgroundWorker
 from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.settings import MessagingSettings
 
 
-def create_app(runtime: PlatformRuntime) -> FastAPI:
+def create_app(runtime: PlatformRuntime, *, messaging_worker: MessagingSettings | None = None) -> FastAPI:
+    """The API and the dashboard; with ``messaging_worker``, the messaging worker runs in this process too."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        background = None
+        if messaging_worker is not None:
+            background = BackgroundWorker(runtime.engine, messaging_worker, clock=runtime.clock)
+            background.start()
+        try:
+            yield
+        finally:
+            if background is not None:
+                background.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="cohortflow platform",
         version=__version__,
         description=(
@@ -32,7 +62,7 @@ def create_app(runtime: PlatformRuntime) -> FastAPI:
     app.add_middleware(
         SdkDataLane, runtime=runtime, handlers=app.exception_handlers, max_bytes=runtime.settings.max_body_bytes
     )
-    for module in (health, partners, users, sdk, segments, campaigns, canvases, keys):
+    for module in (health, partners, users, sdk, segments, campaigns, canvases, keys, frequency_caps):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

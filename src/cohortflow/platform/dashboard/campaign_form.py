@@ -32,6 +32,7 @@ class CampaignForm:
     body: str = DEFAULT_WEBHOOK_BODY
     headers: str = ""
     rate_limit: str = ""
+    ignore_frequency_capping: bool = False
     extra_filter: str = ""  # kept as it is: the API may set one, the editor does not show a builder for it
     preview_user: str = ""
     errors: dict[str, str] = field(default_factory=dict)
@@ -55,6 +56,7 @@ class CampaignForm:
             body=text("body"),
             headers=text("headers"),
             rate_limit=text("rate_limit").strip(),
+            ignore_frequency_capping=text("ignore_frequency_capping") == "on",
             extra_filter=text("extra_filter"),
             preview_user=text("preview_user").strip(),
         )
@@ -67,6 +69,7 @@ class CampaignForm:
             channel=campaign.channel,
             segment_ids=list(d.segment_ids),
             rate_limit=str(d.rate_limit_per_minute or ""),
+            ignore_frequency_capping=d.ignore_frequency_capping,
             extra_filter=json.dumps(d.extra_filter) if d.extra_filter is not None else "",
         )
         message = d.message
@@ -149,6 +152,8 @@ class CampaignForm:
         data: dict[str, Any] = {"name": self.name, "segment_ids": self.segment_ids, "message": message}
         if rate is not None:
             data["rate_limit_per_minute"] = rate
+        if self.ignore_frequency_capping:
+            data["ignore_frequency_capping"] = True
         if extra is not None:
             data["extra_filter"] = extra
         return data

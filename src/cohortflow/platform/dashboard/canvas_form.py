@@ -89,6 +89,11 @@ class CanvasForm:
     at: str = ""
     cron: str = ""
     until: str = ""
+    reentry: bool = False
+    reentry_after: str = "0"
+    exit_leaves_segment: bool = False
+    exit_events: str = ""
+    ignore_frequency_capping: bool = False
     steps: list[StepForm] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -138,6 +143,11 @@ def from_form(form: Mapping[str, str], catalogue: sb.Catalogue) -> CanvasForm:
         at=form.get("at", "").strip(),
         cron=form.get("cron", "").strip(),
         until=form.get("until", "").strip(),
+        reentry=form.get("reentry") == "on",
+        reentry_after=form.get("reentry_after", "0").strip() or "0",
+        exit_leaves_segment=form.get("exit_leaves_segment") == "on",
+        exit_events=form.get("exit_events", "").strip(),
+        ignore_frequency_capping=form.get("ignore_frequency_capping") == "on",
     )
     for index in sorted(steps):
         fields = steps[index]
@@ -249,9 +259,22 @@ def definition(form: CanvasForm) -> dict[str, Any] | None:
         data = _step(step, f"s{index}.", errors)
         if data is not None:
             steps.append(data)
+    if not form.reentry_after.isdigit():
+        errors["rules"] = "The re-entry wait must be a whole number of seconds."
     if errors:
         return None
-    return {"name": form.name, "entry_segment_id": form.entry_segment_id, "entry_schedule": schedule, "steps": steps}
+    return {
+        "name": form.name,
+        "entry_segment_id": form.entry_segment_id,
+        "entry_schedule": schedule,
+        "reentry": {"allowed": form.reentry, "after_seconds": int(form.reentry_after)},
+        "exit_criteria": {
+            "leaves_entry_segment": form.exit_leaves_segment,
+            "performs_events": [e.strip() for e in form.exit_events.split(",") if e.strip()],
+        },
+        "ignore_frequency_capping": form.ignore_frequency_capping,
+        "steps": steps,
+    }
 
 
 def _step(step: StepForm, prefix: str, errors: dict[str, str]) -> dict[str, Any] | None:
@@ -316,7 +339,16 @@ def _step(step: StepForm, prefix: str, errors: dict[str, str]) -> dict[str, Any]
 
 
 def from_definition(d: CanvasDefinition, catalogue: sb.Catalogue) -> CanvasForm:
-    form = CanvasForm(name=d.name, entry_segment_id=d.entry_segment_id, schedule=d.entry_schedule.type)
+    form = CanvasForm(
+        name=d.name,
+        entry_segment_id=d.entry_segment_id,
+        schedule=d.entry_schedule.type,
+        reentry=d.reentry.allowed,
+        reentry_after=str(d.reentry.after_seconds),
+        exit_leaves_segment=d.exit_criteria.leaves_entry_segment,
+        exit_events=", ".join(d.exit_criteria.performs_events),
+        ignore_frequency_capping=d.ignore_frequency_capping,
+    )
     schedule = d.entry_schedule
     if isinstance(schedule, EntryAt):
         form.at = schedule.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")

@@ -30,8 +30,8 @@ with the same idempotency identity:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ from sqlalchemy import (
     Engine,
     and_,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -55,10 +56,9 @@ from sqlalchemy.exc import IntegrityError
 from cohortflow.clock import Clock, as_utc, utcnow
 from cohortflow.platform.errors import AlreadyExists, InvalidRequest, NotFound
 from cohortflow.platform.messaging.channels.email import check_smtp_settings
-from cohortflow.platform.messaging.delivery import Deliverer, Outcome, Pacer
+from cohortflow.platform.messaging.engine import STOPPED_REASON, Queue, drain
 from cohortflow.platform.messaging.leases import Lease, new_owner, take_lease
 from cohortflow.platform.messaging.messages import MessageSpec, check_message_templates, parse_model, shown_dump
-from cohortflow.platform.messaging.templates import PROFILE_COLUMNS
 from cohortflow.platform.segments.compiler import compile_filter
 from cohortflow.platform.segments.filters import dump_filter, parse_filter
 from cohortflow.platform.segments.service import audience_query, get_segment, segment_clause, validate_filter
@@ -80,6 +80,14 @@ MAX_LOG_PAGE = 1000
 CLAIM_CHUNK = 50
 
 
+class SendInProgress(AlreadyExists):
+    """A "send now" while a send of the campaign is pending or running."""
+
+    def __init__(self, message: str, *, send_id: int | None = None) -> None:
+        super().__init__(message)
+        self.send_id = send_id
+
+
 class CampaignDefinition(BaseModel):
     """What a campaign sends, to whom, and how fast."""
 
@@ -92,6 +100,9 @@ class CampaignDefinition(BaseModel):
     )
     message: MessageSpec
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
+    ignore_frequency_capping: bool = Field(
+        default=False, description="Send even to users who reached the workspace's frequency cap."
+    )
 
     @field_validator("name")
     @classmethod
@@ -138,6 +149,8 @@ class CampaignSend:
     finished_at: datetime | None
     audience_size: int | None
     counts: dict[str, int]
+    # Failed and skipped messages by reason (only a single send's view fills it; listings leave it empty).
+    reasons: dict[str, dict[str, int]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +163,7 @@ class CampaignSend:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "audience_size": self.audience_size,
             "counts": self.counts,
+            **({"reasons": self.reasons} if self.reasons is not None else {}),
         }
 
 
@@ -319,6 +333,18 @@ def _send_counts(conn: Connection, send_ids: list[int]) -> dict[int, dict[str, i
     return counts
 
 
+def reason_counts(conn: Connection, table: Any, *scope: ColumnElement[bool]) -> dict[str, dict[str, int]]:
+    """How many messages failed and were skipped, by reason (``failed`` and ``skipped`` keys)."""
+    found: dict[str, dict[str, int]] = {"failed": {}, "skipped": {}}
+    for status, reason, n in conn.execute(
+        select(table.c.status, table.c.reason, func.count())
+        .where(*scope, table.c.status.in_(("failed", "skipped")))
+        .group_by(table.c.status, table.c.reason)
+    ):
+        found[str(status)][str(reason)] = int(n)
+    return found
+
+
 def _row_to_send(row: Any, counts: dict[str, int]) -> CampaignSend:
     return CampaignSend(
         id=int(row.id),
@@ -343,17 +369,35 @@ def request_send(
         at = as_utc(at)
         if at <= now:
             raise InvalidRequest(f"at must be in the future (it is {at.isoformat()}, now is {now.isoformat()})")
-    send_id = conn.execute(
-        insert(campaign_sends)
-        .values(
-            workspace_id=workspace_id,
-            campaign_id=campaign.id,
-            status="scheduled",
-            scheduled_at=at or now,
-            created_at=now,
-        )
-        .returning(campaign_sends.c.id)
-    ).scalar_one()
+    if at is None:
+        # "Send now" twice (a double click, a retried request) must not start two sends.
+        active = conn.execute(
+            select(campaign_sends.c.id)
+            .where(
+                campaign_sends.c.campaign_id == campaign.id,
+                campaign_sends.c.status.in_(("scheduled", "running")),
+                campaign_sends.c.scheduled_at <= now,
+            )
+            .limit(1)
+        ).scalar()
+        if active is not None:
+            raise SendInProgress(f"send {active} of this campaign is already pending or running", send_id=int(active))
+    try:
+        with conn.begin_nested():
+            send_id = conn.execute(
+                insert(campaign_sends)
+                .values(
+                    workspace_id=workspace_id,
+                    campaign_id=campaign.id,
+                    status="scheduled",
+                    scheduled_at=at or now,
+                    created_at=now,
+                    immediate=at is None,
+                )
+                .returning(campaign_sends.c.id)
+            ).scalar_one()
+    except IntegrityError as exc:  # the partial unique index: a concurrent "send now" won
+        raise SendInProgress("a send of this campaign is already pending or running") from exc
     return get_send(conn, workspace_id, campaign_id, int(send_id))
 
 
@@ -367,7 +411,8 @@ def get_send(conn: Connection, workspace_id: str, campaign_id: str, send_id: int
     ).first()
     if row is None:
         raise NotFound(f"send {send_id} of campaign {campaign_id!r} does not exist in this workspace")
-    return _row_to_send(row, _send_counts(conn, [int(row.id)])[int(row.id)])
+    send = _row_to_send(row, _send_counts(conn, [int(row.id)])[int(row.id)])
+    return replace(send, reasons=reason_counts(conn, campaign_deliveries, campaign_deliveries.c.send_id == send_id))
 
 
 def list_sends(conn: Connection, workspace_id: str, campaign_id: str) -> list[CampaignSend]:
@@ -476,156 +521,124 @@ def _materialize(conn: Connection, send_row: Any, campaign: Campaign, now: datet
     return size
 
 
+def _start(engine: Engine, send_id: int, now: datetime) -> Campaign | None:
+    """The send's campaign once the send is running; the first worker to start it evaluates the audience.
+
+    ``scheduled -> running`` is a conditional UPDATE in the same transaction as the audience's rows, so of two
+    workers starting one send, one writes the audience (the other waits for its commit, then sees ``running``).
+    """
+    s = campaign_sends
+    with engine.begin() as conn:
+        row = conn.execute(select(s).where(s.c.id == send_id)).first()
+        if row is None or row.status not in ("scheduled", "running") or as_utc(row.scheduled_at) > now:
+            return None
+        campaign = get_campaign(conn, str(row.workspace_id), str(row.campaign_id))
+        if row.status == "scheduled":
+            started = conn.execute(
+                update(s).where(s.c.id == send_id, s.c.status == "scheduled").values(status="running", started_at=now)
+            ).rowcount
+            if started == 1:
+                _materialize(conn, row, campaign, now)
+            elif conn.execute(select(s.c.status).where(s.c.id == send_id)).scalar_one() != "running":
+                return None
+    return campaign
+
+
+def send_queue(campaign: Campaign, send_id: int) -> Queue:
+    d, s = campaign_deliveries, campaign_sends
+    return Queue(
+        table=d,
+        scope=(d.c.send_id == send_id,),
+        message=campaign.definition.message,
+        workspace_id=campaign.workspace_id,
+        running=exists().where(s.c.id == send_id, s.c.status == "running"),
+        key=lambda row: f"cf-campaign-{send_id}-{row['user_id']}",
+        rate_limit_per_minute=campaign.definition.rate_limit_per_minute,
+        ignore_frequency_caps=campaign.definition.ignore_frequency_capping,
+    )
+
+
 def run_send(
     engine: Engine,
     settings: MessagingSettings,
     send_id: int,
     *,
     clock: Clock = utcnow,
-    batch_size: int = 200,
-    deliverer: Deliverer | None = None,
+    batch_size: int | None = None,
 ) -> SendRun | None:
-    """Run (or resume) a due send to the end. ``None`` when another live process holds it, or it is not due.
+    """Work on a due send until nothing is left to claim; ``None`` when it is not due or not running.
 
-    Safe to call from any number of processes at once: the lease picks one, and the per-row claim
-    guarantees one message per user even if a lease were ever lost mid-flight.
+    Any number of processes may call this at once for the same send: they share its messages (see
+    :mod:`.engine`). A send with a rate limit is run by one process at a time (a lease), so the limit holds.
     """
-    owner = new_owner()
-    s = campaign_sends
-    if not take_lease(
-        engine,
-        s,
-        send_id,
-        owner,
-        now=clock(),
-        seconds=settings.send_lease_seconds,
-        where=[s.c.status.in_(("scheduled", "running")), s.c.scheduled_at <= clock()],
-        values={"status": "running"},
-    ):
+    campaign = _start(engine, send_id, clock())
+    if campaign is None:
         return None
-    lease = Lease(engine, s, send_id, owner, seconds=settings.send_lease_seconds, clock=clock)
-    with engine.begin() as conn:
-        send_row = conn.execute(select(s).where(s.c.id == send_id)).one()
-        campaign = get_campaign(conn, str(send_row.workspace_id), str(send_row.campaign_id))
-        if send_row.started_at is None:
-            conn.execute(update(s).where(s.c.id == send_id).values(started_at=clock()))
-        if send_row.audience_size is None:
-            _materialize(conn, send_row, campaign, clock())
-    own_deliverer = deliverer is None
-    deliverer = deliverer or Deliverer(settings)
-    pacer = Pacer(campaign.definition.rate_limit_per_minute)
-    attempted = 0
+    s = campaign_sends
+    lease: Lease | None = None
+    if campaign.definition.rate_limit_per_minute is not None:
+        owner = new_owner()
+        if not take_lease(
+            engine,
+            s,
+            send_id,
+            owner,
+            now=clock(),
+            seconds=settings.send_lease_seconds,
+            where=[s.c.status == "running"],
+        ):
+            return None
+        lease = Lease(engine, s, send_id, owner, seconds=settings.send_lease_seconds, clock=clock)
     try:
-        attempted, lost = _deliver_all(engine, campaign, send_id, deliverer, pacer, lease, clock, batch_size)
-    finally:
-        if own_deliverer:
-            deliverer.close()
-    with engine.connect() as conn:
-        counts = _send_counts(conn, [send_id])[send_id]
-    if lost:
-        return SendRun(send_id, False, attempted, counts)
-    completed = counts["pending"] == 0 and counts["claimed"] == 0
-    if completed:
-        lease.release(status="completed", finished_at=clock())
-    else:
-        lease.release()
-    return SendRun(send_id, completed, attempted, counts)
-
-
-def _deliver_all(
-    engine: Engine,
-    campaign: Campaign,
-    send_id: int,
-    deliverer: Deliverer,
-    pacer: Pacer,
-    lease: Lease,
-    clock: Clock,
-    batch_size: int,
-) -> tuple[int, bool]:
-    d = campaign_deliveries
-    message = campaign.definition.message
-    last_user_id = 0
-    attempted = 0
-    while True:
-        with engine.connect() as conn:
-            batch = (
-                conn.execute(
-                    select(d.c.user_id, d.c.status.label("delivery_status"), d.c.attempts, *PROFILE_COLUMNS[1:])
-                    .join(users, users.c.id == d.c.user_id)
-                    .where(d.c.send_id == send_id, d.c.status.in_(("pending", "claimed")), d.c.user_id > last_user_id)
-                    .order_by(d.c.user_id)
-                    .limit(batch_size)
-                )
-                .mappings()
-                .all()
-            )
-        if not batch:
-            return attempted, False
-        for first in range(0, len(batch), CLAIM_CHUNK):
-            chunk = batch[first : first + CLAIM_CHUNK]
-            last_user_id = int(chunk[-1]["user_id"])
-            if not lease.keep():
-                return attempted, True
-            ours = _claim(engine, send_id, chunk, clock)
-            for row in chunk:
-                user_id = int(row["user_id"])
-                if user_id not in ours:
-                    continue  # another process holds this row
-                outcome = deliverer.deliver(message, row, f"cf-campaign-{send_id}-{user_id}", before_send=pacer.ready)
-                attempted += 1
-                _record(engine, send_id, user_id, outcome, ours[user_id], clock)
-                if not lease.keep():
-                    return attempted, True
-    return attempted, False  # pragma: no cover - the loop returns
-
-
-def _claim(engine: Engine, send_id: int, chunk: Sequence[Any], clock: Clock) -> dict[int, int]:
-    """Claim a chunk of rows in one commit; returns ``{user_id: attempts}`` of the rows now ours.
-
-    Claiming a chunk at once costs one commit instead of one per message. It does not widen the duplicate
-    window: a claimed row whose message was never attempted is simply sent on resume, and outcomes are still
-    committed one message at a time.
-    """
-    d = campaign_deliveries
-    now = clock()
-    ours: dict[int, int] = {}
-    with engine.begin() as conn:
-        pending = [int(r["user_id"]) for r in chunk if r["delivery_status"] == "pending"]
-        if pending:
-            claimed = conn.execute(
-                update(d)
-                .where(d.c.send_id == send_id, d.c.user_id.in_(pending), d.c.status == "pending")
-                .values(status="claimed", attempts=d.c.attempts + 1, updated_at=now)
-                .returning(d.c.user_id, d.c.attempts)
-            )
-            ours.update({int(uid): int(attempts) for uid, attempts in claimed})
-        # Rows a crashed process left claimed: in doubt, so resent (at-least-once, same idempotency key).
-        for row in chunk:
-            if row["delivery_status"] != "claimed":
-                continue
-            result = conn.execute(
-                update(d)
-                .where(
-                    d.c.send_id == send_id,
-                    d.c.user_id == row["user_id"],
-                    d.c.status == "claimed",
-                    d.c.attempts == row["attempts"],
-                )
-                .values(attempts=d.c.attempts + 1, updated_at=now)
-            )
-            if result.rowcount == 1:
-                ours[int(row["user_id"])] = int(row["attempts"]) + 1
-    return ours
-
-
-def _record(engine: Engine, send_id: int, user_id: int, outcome: Outcome, attempts: int, clock: Clock) -> None:
-    d = campaign_deliveries
-    with engine.begin() as conn:
-        conn.execute(
-            update(d)
-            .where(d.c.send_id == send_id, d.c.user_id == user_id, d.c.status == "claimed", d.c.attempts == attempts)
-            .values(status=outcome.status, reason=outcome.reason[:1000] if outcome.reason else None, updated_at=clock())
+        result = drain(
+            engine,
+            settings,
+            send_queue(campaign, send_id),
+            new_owner(),
+            clock=clock,
+            batch_size=batch_size,
+            keep=lease.keep if lease is not None else None,
         )
+    finally:
+        if lease is not None:
+            lease.release()
+    d = campaign_deliveries
+    with engine.begin() as conn:
+        unfinished = exists().where(d.c.send_id == send_id, d.c.status.in_(("pending", "claimed")))
+        conn.execute(
+            update(s)
+            .where(s.c.id == send_id, s.c.status == "running", ~unfinished)
+            .values(status="completed", finished_at=clock())
+        )
+        status = conn.execute(select(s.c.status).where(s.c.id == send_id)).scalar_one()
+        counts = _send_counts(conn, [send_id])[send_id]
+    return SendRun(send_id, status == "completed", result.attempted, counts)
+
+
+def stop_send(conn: Connection, workspace_id: str, campaign_id: str, send_id: int, *, now: datetime) -> CampaignSend:
+    """Stop a scheduled or running send: nothing more is claimed once this commits.
+
+    Messages not yet sent are logged ``skipped`` (reason ``stopped``). A worker that is sending a batch sees the
+    stop within 0.2 s (``engine.HEARTBEAT_SECONDS``) and skips the rest of its batch; only messages already
+    handed to the channel then complete.
+    """
+    send = get_send(conn, workspace_id, campaign_id, send_id)
+    if send.status not in ("scheduled", "running"):
+        raise InvalidRequest(f"send {send_id} is {send.status}; only a scheduled or running send can be stopped")
+    s, d = campaign_sends, campaign_deliveries
+    conn.execute(update(s).where(s.c.id == send_id).values(status="canceled", finished_at=now))
+    conn.execute(
+        update(d)
+        .where(
+            d.c.send_id == send_id,
+            or_(
+                d.c.status == "pending",
+                and_(d.c.status == "claimed", or_(d.c.claimed_until.is_(None), d.c.claimed_until < now)),
+            ),
+        )
+        .values(status="skipped", reason=STOPPED_REASON, claimed_until=None, updated_at=now)
+    )
+    return get_send(conn, workspace_id, campaign_id, send_id)
 
 
 def due_sends(conn: Connection, *, now: datetime, limit: int = 100) -> list[int]:

@@ -20,24 +20,23 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import Connection, Engine, exists, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cohortflow.clock import Clock, as_utc, utcnow
 from cohortflow.platform.bounds import MAX_DAYS, MAX_DURATION, Days, Hours, Minutes, Seconds, UtcDateTime
 from cohortflow.platform.errors import AlreadyExists, InvalidRequest, NotFound
-from cohortflow.platform.messaging.campaigns import check_channel_settings
-from cohortflow.platform.messaging.delivery import Deliverer, Outcome
+from cohortflow.platform.messaging.campaigns import check_channel_settings, reason_counts
+from cohortflow.platform.messaging.engine import STOPPED_REASON, Queue, drain
 from cohortflow.platform.messaging.leases import Lease, new_owner, take_lease
 from cohortflow.platform.messaging.messages import MessageSpec, check_message_templates, parse_model, shown_dump
-from cohortflow.platform.messaging.templates import PROFILE_COLUMNS
 from cohortflow.platform.segments.compiler import compile_filter
 from cohortflow.platform.segments.filters import dump_filter, parse_filter
 from cohortflow.platform.segments.service import get_segment, segment_clause, validate_filter
@@ -48,11 +47,15 @@ from cohortflow.platform.store.schema import (
     canvas_positions,
     canvas_step_events,
     canvases,
+    user_events,
     users,
 )
+from cohortflow.platform.store.upsert import upsert_insert
 from cohortflow.settings import MessagingSettings
 
 EVERYONE_ELSE = "Everyone Else"
+# The ``path`` of an ``exited`` event written because the user met the Canvas's exit criteria.
+EXIT_CRITERIA = "exit criteria"
 STEP_ID = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
@@ -155,12 +158,36 @@ def _successors(step: MessageStep | DelayStep | SplitStep | ExitStep) -> list[st
     return [step.next]
 
 
+class Reentry(BaseModel):
+    """Whether a user who exited may enter again (on a later entry of a recurring Canvas), and how soon."""
+
+    model_config = ConfigDict(extra="forbid")
+    allowed: bool = False
+    after_seconds: int = Field(default=0, ge=0, le=366 * 86400, description="Time since the user exited.")
+
+
+EventName = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class ExitCriteria(BaseModel):
+    """Active users exit the Canvas when they leave its entry segment, or perform one of these custom events."""
+
+    model_config = ConfigDict(extra="forbid")
+    leaves_entry_segment: bool = False
+    performs_events: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=list, max_length=20
+    )
+
+
 class CanvasDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     entry_segment_id: str
     entry_schedule: EntrySchedule = Field(default_factory=lambda: EntryNow(type="now"))
+    reentry: Reentry = Field(default_factory=Reentry)
+    exit_criteria: ExitCriteria = Field(default_factory=ExitCriteria)
+    ignore_frequency_capping: bool = False
     steps: list[Step] = Field(min_length=1, max_length=200, description="Users enter at the first step.")
 
     @field_validator("name")
@@ -397,95 +424,152 @@ def _due_at(step: MessageStep | DelayStep | SplitStep | ExitStep, now: datetime)
     return now + step.duration if isinstance(step, DelayStep) else now
 
 
-def _events(
+def _position_events(
     conn: Connection,
     canvas_id: str,
-    user_ids: list[int],
+    where: Sequence[ColumnElement[bool]],
     step_id: str,
     event: str,
     now: datetime,
     path: str | None = None,
 ) -> None:
-    if user_ids:
-        conn.execute(
-            insert(canvas_step_events),
-            [
-                {"canvas_id": canvas_id, "user_id": uid, "step_id": step_id, "event": event, "path": path, "at": now}
-                for uid in user_ids
-            ],
+    """One event per position matching ``where`` (set-based: one INSERT ... SELECT)."""
+    p = canvas_positions
+    conn.execute(
+        insert(canvas_step_events).from_select(
+            ["canvas_id", "user_id", "step_id", "event", "path", "at"],
+            select(
+                literal(canvas_id), p.c.user_id, literal(step_id), literal(event), literal(path), literal(now, TS)
+            ).where(*where),
         )
+    )
 
 
-def _move(
+def _move_due(
     conn: Connection,
     canvas_id: str,
     definition: CanvasDefinition,
-    user_ids: list[int],
+    where: Sequence[ColumnElement[bool]],
     step_id: str,
     next_id: str | None,
     now: datetime,
-) -> None:
-    """Users at ``step_id`` go on to ``next_id``, or exit the Canvas when there is none."""
-    if not user_ids:
-        return
+) -> int:
+    """Positions matching ``where`` (at ``step_id``) go on to ``next_id``, or exit when there is none."""
     p = canvas_positions
-    where = (p.c.canvas_id == canvas_id, p.c.user_id.in_(user_ids), p.c.step_id == step_id, p.c.state == "active")
     if next_id is None:
-        conn.execute(update(p).where(*where).values(state="exited", due_at=None, updated_at=now))
-        _events(conn, canvas_id, user_ids, step_id, "exited", now)
-        return
+        _position_events(conn, canvas_id, where, step_id, "exited", now)
+        return int(
+            conn.execute(
+                update(p).where(*where).values(state="exited", due_at=None, exited_at=now, updated_at=now)
+            ).rowcount
+        )
+    _position_events(conn, canvas_id, where, next_id, "entered", now)
     target = definition.step(next_id)
-    conn.execute(update(p).where(*where).values(step_id=next_id, due_at=_due_at(target, now), updated_at=now))
-    _events(conn, canvas_id, user_ids, next_id, "entered", now)
+    return int(
+        conn.execute(
+            update(p).where(*where).values(step_id=next_id, due_at=_due_at(target, now), updated_at=now)
+        ).rowcount
+    )
 
 
 def _enter(conn: Connection, canvas_row: Any, definition: CanvasDefinition, now: datetime) -> int:
-    """Users of the entry segment who never entered this Canvas enter it at the first step."""
+    """Users of the entry segment enter at the first step: newcomers (one INSERT ... SELECT), and, when the Canvas
+    allows re-entry, users who exited long enough ago (one UPDATE)."""
     canvas_id = str(canvas_row.id)
     workspace_id = str(canvas_row.workspace_id)
     first = definition.steps[0]
     p = canvas_positions
-    newcomers = (
-        select(users.c.id)
-        .where(
-            users.c.workspace_id == workspace_id,
-            segment_clause(conn, workspace_id, definition.entry_segment_id, now=now),
-            ~exists().where(p.c.canvas_id == canvas_id, p.c.user_id == users.c.id),
-        )
-        .subquery()
-    )
-    # Events first: the positions insert below is what makes these users "already entered".
+    in_segment = segment_clause(conn, workspace_id, definition.entry_segment_id, now=now)
+    # Members who never entered: the primary key (canvas, user) skips those who did. Not ``NOT EXISTS`` on the
+    # positions table itself: PostgreSQL may plan that as a nested loop rescanning the rows this very statement
+    # inserts (invisible to it, yet read), quadratic in the audience (minutes at 1M users).
     conn.execute(
-        insert(canvas_step_events).from_select(
-            ["canvas_id", "user_id", "step_id", "event", "at"],
-            select(literal(canvas_id), newcomers.c.id, literal(first.id), literal("entered"), literal(now, TS)),
-        )
-    )
-    conn.execute(
-        insert(p).from_select(
+        upsert_insert(conn, p)
+        .from_select(
             ["canvas_id", "user_id", "step_id", "state", "due_at", "entered_at", "updated_at"],
             select(
                 literal(canvas_id),
-                newcomers.c.id,
+                users.c.id,
                 literal(first.id),
                 literal("active"),
                 literal(_due_at(first, now), TS),
                 literal(now, TS),
                 literal(now, TS),
-            ),
+            ).where(users.c.workspace_id == workspace_id, in_segment),
         )
+        .on_conflict_do_nothing(index_elements=["canvas_id", "user_id"])
     )
-    entered = int(
+    reentry = definition.reentry
+    if reentry.allowed:
+        returning = (
+            p.c.canvas_id == canvas_id,
+            p.c.state == "exited",
+            p.c.exited_at <= now - timedelta(seconds=reentry.after_seconds),
+            exists().where(users.c.id == p.c.user_id, in_segment),
+        )
         conn.execute(
-            select(func.count()).select_from(p).where(p.c.canvas_id == canvas_id, p.c.entered_at == now)
-        ).scalar_one()
-    )
+            update(p)
+            .where(*returning)
+            .values(
+                step_id=first.id,
+                state="active",
+                due_at=_due_at(first, now),
+                entered_at=now,
+                exited_at=None,
+                entries=p.c.entries + 1,
+                updated_at=now,
+            )
+        )
+    just_entered = (p.c.canvas_id == canvas_id, p.c.entered_at == now)
+    _position_events(conn, canvas_id, just_entered, first.id, "entered", now)
+    # (The driver's rowcount of an INSERT ... SELECT is not reliable across dialects.)
+    entered = conn.execute(select(func.count()).select_from(p).where(*just_entered)).scalar_one()
     conn.execute(
         update(canvases)
         .where(canvases.c.id == canvas_id)
         .values(last_entry_at=now, next_entry_at=_next_entry(definition.entry_schedule, now, first=False))
     )
-    return entered
+    return int(entered)
+
+
+def _exit_by_criteria(
+    conn: Connection, workspace_id: str, canvas_id: str, definition: CanvasDefinition, now: datetime
+) -> int:
+    """Active users who left the entry segment, or performed an exit event since they entered, exit."""
+    criteria = definition.exit_criteria
+    p, e = canvas_positions, canvas_step_events
+    reasons: list[ColumnElement[bool]] = []
+    if criteria.leaves_entry_segment:
+        in_segment = segment_clause(conn, workspace_id, definition.entry_segment_id, now=now)
+        reasons.append(~exists().where(users.c.id == p.c.user_id, in_segment))
+    if criteria.performs_events:
+        ev = user_events
+        reasons.append(
+            exists().where(
+                ev.c.user_id == p.c.user_id, ev.c.name.in_(criteria.performs_events), ev.c.time >= p.c.entered_at
+            )
+        )
+    if not reasons:
+        return 0
+    leaving = (p.c.canvas_id == canvas_id, p.c.state == "active", or_(*reasons))
+    conn.execute(
+        insert(e).from_select(
+            ["canvas_id", "user_id", "step_id", "event", "path", "at"],
+            select(
+                literal(canvas_id),
+                p.c.user_id,
+                p.c.step_id,
+                literal("exited"),
+                literal(EXIT_CRITERIA),
+                literal(now, TS),
+            ).where(*leaving),
+        )
+    )
+    return int(
+        conn.execute(
+            update(p).where(*leaving).values(state="exited", due_at=None, exited_at=now, updated_at=now)
+        ).rowcount
+    )
 
 
 def advance_canvas(
@@ -494,12 +578,16 @@ def advance_canvas(
     canvas_id: str,
     *,
     clock: Clock = utcnow,
-    deliverer: Deliverer | None = None,
-    batch_size: int = 500,
+    batch_size: int | None = None,
+    deliver: bool = True,
 ) -> AdvanceRun | None:
-    """Let due users enter, then move every user whose step is due, as far as they can go now.
+    """Let due users enter, apply exit criteria, move every due user as far as they can go now, then deliver
+    the message steps' queued messages (unless ``deliver`` is False: see :func:`deliver_canvas`).
 
-    ``None`` when another live process is advancing this Canvas.
+    Moving is set-based: one statement per step moves every user due there (a delay, a split path, an exit, or
+    a message step, whose users get a ``pending`` delivery row and go on in the same transaction). The
+    messages are then delivered by the batched engine (:mod:`.engine`), which any number of workers share.
+    ``None`` when another live process is moving this Canvas's users.
     """
     owner = new_owner()
     now = clock()
@@ -514,166 +602,154 @@ def advance_canvas(
     ):
         return None
     lease = Lease(engine, canvases, canvas_id, owner, seconds=settings.send_lease_seconds, clock=clock)
-    own_deliverer = deliverer is None
-    deliverer = deliverer or Deliverer(settings)
     entered = moved = 0
     try:
         with engine.begin() as conn:
             row = conn.execute(select(canvases).where(canvases.c.id == canvas_id)).one()
             definition = CanvasDefinition.model_validate(row.definition)
+            workspace_id = str(row.workspace_id)
             if row.next_entry_at is not None and as_utc(row.next_entry_at) <= now:
                 entered = _enter(conn, row, definition, now)
-        workspace_id = str(row.workspace_id)
-        p = canvas_positions
-        while lease.keep():
-            with engine.connect() as conn:
-                due = conn.execute(
-                    select(p.c.user_id, p.c.step_id)
-                    .where(p.c.canvas_id == canvas_id, p.c.state == "active", p.c.due_at <= now)
-                    .order_by(p.c.due_at, p.c.user_id)
-                    .limit(batch_size)
-                ).all()
-            if not due:
-                break
-            by_step: dict[str, list[int]] = defaultdict(list)
-            for user_id, step_id in due:
-                by_step[str(step_id)].append(int(user_id))
-            for step_id, user_ids in by_step.items():
-                step = definition.step(step_id)
-                if isinstance(step, MessageStep):
-                    _message_step(engine, canvas_id, definition, step, user_ids, deliverer, now)
-                else:
-                    with engine.begin() as conn:
-                        if isinstance(step, DelayStep):
-                            _move(conn, canvas_id, definition, user_ids, step.id, step.next, now)
-                        elif isinstance(step, SplitStep):
-                            _split(conn, workspace_id, canvas_id, definition, step, user_ids, now)
-                        else:
-                            _move(conn, canvas_id, definition, user_ids, step.id, None, now)
-                moved += len(user_ids)
+            moved += _exit_by_criteria(conn, workspace_id, canvas_id, definition, now)
+        order = _topological(definition)
+        progressed = True
+        while progressed and lease.keep():
+            progressed = False
+            for step in order:
+                with engine.begin() as conn:
+                    n = _advance_step(conn, workspace_id, canvas_id, definition, step, now)
+                moved += n
+                progressed = progressed or n > 0
     finally:
-        if own_deliverer:
-            deliverer.close()
         lease.release()
+    if deliver:
+        deliver_canvas(engine, settings, canvas_id, clock=clock, batch_size=batch_size)
     return AdvanceRun(canvas_id, entered, moved)
 
 
-def _split(
+def deliver_canvas(
+    engine: Engine, settings: MessagingSettings, canvas_id: str, *, clock: Clock = utcnow, batch_size: int | None = None
+) -> int:
+    """Deliver the queued messages of every message step; any number of processes may share the work."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(canvases.c.workspace_id, canvases.c.definition).where(canvases.c.id == canvas_id)
+        ).one()
+    definition = CanvasDefinition.model_validate(row.definition)
+    attempted = 0
+    for step in definition.steps:
+        if isinstance(step, MessageStep):
+            queue = step_queue(canvas_id, str(row.workspace_id), definition, step)
+            attempted += drain(engine, settings, queue, new_owner(), clock=clock, batch_size=batch_size).attempted
+    return attempted
+
+
+def step_queue(canvas_id: str, workspace_id: str, definition: CanvasDefinition, step: MessageStep) -> Queue:
+    d = canvas_deliveries
+
+    def key(row: Mapping[str, Any]) -> str:
+        entry = int(row.get("entry") or 1)
+        # The first entry keeps the key format of Canvases from before re-entry existed.
+        suffix = "" if entry == 1 else f"-{entry}"
+        return f"cf-canvas-{canvas_id}-{step.id}-{row['user_id']}{suffix}"
+
+    return Queue(
+        table=d,
+        scope=(d.c.canvas_id == canvas_id, d.c.step_id == step.id),
+        message=step.message,
+        workspace_id=workspace_id,
+        running=exists().where(canvases.c.id == canvas_id, canvases.c.status == "active"),
+        key=key,
+        extra=(d.c.entry,),
+        ignore_frequency_caps=definition.ignore_frequency_capping,
+    )
+
+
+def _topological(definition: CanvasDefinition) -> list[MessageStep | DelayStep | SplitStep | ExitStep]:
+    """Steps so that each comes before its successors: one pass moves a user through every step due now."""
+    by_id = {s.id: s for s in definition.steps}
+    done: set[str] = set()
+    order: list[MessageStep | DelayStep | SplitStep | ExitStep] = []
+
+    def visit(step_id: str) -> None:
+        if step_id in done:
+            return
+        done.add(step_id)
+        for target in _successors(by_id[step_id]):
+            if target is not None:
+                visit(target)
+        order.append(by_id[step_id])
+
+    for step in definition.steps:
+        visit(step.id)
+    return list(reversed(order))
+
+
+def _advance_step(
     conn: Connection,
     workspace_id: str,
     canvas_id: str,
     definition: CanvasDefinition,
-    step: SplitStep,
-    user_ids: list[int],
+    step: MessageStep | DelayStep | SplitStep | ExitStep,
     now: datetime,
-) -> None:
-    remaining = set(user_ids)
-    for path in step.paths:
-        if not remaining:
-            break
-        clause = compile_filter(conn, workspace_id, parse_filter(path.filter), now=now)
-        matched = [
-            int(uid)
-            for uid in conn.execute(
-                select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.id.in_(remaining), clause)
-            ).scalars()
-        ]
-        _events(conn, canvas_id, matched, step.id, "path", now, path=path.name)
-        _move(conn, canvas_id, definition, matched, step.id, path.next, now)
-        remaining.difference_update(matched)
-    rest = sorted(remaining)
-    _events(conn, canvas_id, rest, step.id, "path", now, path=EVERYONE_ELSE)
-    _move(conn, canvas_id, definition, rest, step.id, step.else_next, now)
-
-
-def _message_step(
-    engine: Engine,
-    canvas_id: str,
-    definition: CanvasDefinition,
-    step: MessageStep,
-    user_ids: list[int],
-    deliverer: Deliverer,
-    now: datetime,
-) -> None:
-    d = canvas_deliveries
-    with engine.connect() as conn:
-        profiles = {
-            int(r["id"]): r for r in conn.execute(select(*PROFILE_COLUMNS).where(users.c.id.in_(user_ids))).mappings()
-        }
-        previous = {
-            int(r.user_id): r
-            for r in conn.execute(
-                select(d.c.user_id, d.c.status, d.c.attempts).where(
-                    d.c.canvas_id == canvas_id, d.c.step_id == step.id, d.c.user_id.in_(user_ids)
-                )
+) -> int:
+    p = canvas_positions
+    due = (p.c.canvas_id == canvas_id, p.c.state == "active", p.c.step_id == step.id, p.c.due_at <= now)
+    if isinstance(step, MessageStep):
+        d = canvas_deliveries
+        # The message is queued and the user goes on in one transaction: each entry gets it once.
+        conn.execute(
+            insert(d).from_select(
+                ["canvas_id", "step_id", "user_id", "entry", "status", "attempts", "updated_at"],
+                select(
+                    literal(canvas_id),
+                    literal(step.id),
+                    p.c.user_id,
+                    p.c.entries,
+                    literal("pending"),
+                    literal(0),
+                    literal(now, TS),
+                ).where(*due),
             )
-        }
-    for user_id in user_ids:
-        key = (d.c.canvas_id == canvas_id, d.c.step_id == step.id, d.c.user_id == user_id)
-        before = previous.get(user_id)
-        if before is not None and before.status != "claimed":
-            # The outcome was recorded but the move was not (the two commit together, so this is a rerun
-            # of a step whose move failed): move on without sending again.
-            with engine.begin() as conn:
-                _move(conn, canvas_id, definition, [user_id], step.id, step.next, now)
-            continue
-        attempts = before.attempts if before is not None else 0
-        claimed = False
-
-        def claim(
-            attempts: int = attempts, before: Any = before, key: tuple[Any, ...] = key, user_id: int = user_id
-        ) -> bool:
-            nonlocal claimed
-            try:
-                with engine.begin() as conn:
-                    if before is None:
-                        conn.execute(
-                            insert(d).values(
-                                canvas_id=canvas_id,
-                                step_id=step.id,
-                                user_id=user_id,
-                                status="claimed",
-                                attempts=1,
-                                updated_at=now,
-                            )
-                        )
-                        claimed = True
-                    else:
-                        result = conn.execute(
-                            update(d)
-                            .where(*key, d.c.status == "claimed", d.c.attempts == attempts)
-                            .values(attempts=attempts + 1, updated_at=now)
-                        )
-                        claimed = result.rowcount == 1
-            except IntegrityError:
-                claimed = False
-            return claimed
-
-        profile = profiles.get(user_id)
-        outcome = (
-            deliverer.deliver(step.message, profile, f"cf-canvas-{canvas_id}-{step.id}-{user_id}", before_send=claim)
-            if profile is not None
-            else Outcome("skipped", "user no longer exists")
         )
-        if outcome.status == "lost":
-            continue
-        with engine.begin() as conn:
-            reason = outcome.reason[:1000] if outcome.reason else None
-            if claimed or before is not None:
-                conn.execute(update(d).where(*key).values(status=outcome.status, reason=reason, updated_at=now))
-            else:
-                conn.execute(
-                    insert(d).values(
-                        canvas_id=canvas_id,
-                        step_id=step.id,
-                        user_id=user_id,
-                        status=outcome.status,
-                        reason=reason,
-                        attempts=0,
-                        updated_at=now,
-                    )
-                )
-            _move(conn, canvas_id, definition, [user_id], step.id, step.next, now)
+        return _move_due(conn, canvas_id, definition, due, step.id, step.next, now)
+    if isinstance(step, DelayStep):
+        return _move_due(conn, canvas_id, definition, due, step.id, step.next, now)
+    if isinstance(step, ExitStep):
+        return _move_due(conn, canvas_id, definition, due, step.id, None, now)
+    moved = 0
+    # Paths in order, the first match wins: a user a path moves is no longer at the split for the next paths.
+    for path in step.paths:
+        clause = compile_filter(conn, workspace_id, parse_filter(path.filter), now=now)
+        matches = (*due, exists().where(users.c.id == p.c.user_id, clause))
+        _position_events(conn, canvas_id, matches, step.id, "path", now, path=path.name)
+        moved += _move_due(conn, canvas_id, definition, matches, step.id, path.next, now)
+    _position_events(conn, canvas_id, due, step.id, "path", now, path=EVERYONE_ELSE)
+    return moved + _move_due(conn, canvas_id, definition, due, step.id, step.else_next, now)
+
+
+def stop_canvas(conn: Connection, workspace_id: str, canvas_id: str, *, now: datetime | None = None) -> Canvas:
+    """Stop an active Canvas: nobody enters or moves any more, and its queued messages are not sent."""
+    canvas = get_canvas(conn, workspace_id, canvas_id)
+    if canvas.status != "active":
+        raise InvalidRequest(f"Canvas {canvas.name!r} is {canvas.status}; only an active Canvas can be stopped")
+    now = now or utcnow()
+    conn.execute(
+        update(canvases).where(canvases.c.id == canvas_id).values(status="stopped", next_entry_at=None, updated_at=now)
+    )
+    d = canvas_deliveries
+    conn.execute(
+        update(d)
+        .where(
+            d.c.canvas_id == canvas_id,
+            or_(
+                d.c.status == "pending",
+                and_(d.c.status == "claimed", or_(d.c.claimed_until.is_(None), d.c.claimed_until < now)),
+            ),
+        )
+        .values(status="skipped", reason=STOPPED_REASON, claimed_until=None, updated_at=now)
+    )
+    return get_canvas(conn, workspace_id, canvas_id)
 
 
 def canvas_stats(conn: Connection, workspace_id: str, canvas_id: str) -> dict[str, Any]:
@@ -721,6 +797,8 @@ def canvas_stats(conn: Connection, workspace_id: str, canvas_id: str) -> dict[st
         if isinstance(step, MessageStep):
             item.update({s: deliveries[(step.id, s)] for s in ("sent", "failed", "skipped")})
             item["in_flight"] = deliveries[(step.id, "claimed")]
+            item["queued"] = deliveries[(step.id, "pending")]
+            item["reasons"] = reason_counts(conn, d, d.c.canvas_id == canvas_id, d.c.step_id == step.id)
         if isinstance(step, SplitStep):
             item["paths"] = {
                 name: paths[step.id].get(name, 0) for name in [*(x.name for x in step.paths), EVERYONE_ELSE]

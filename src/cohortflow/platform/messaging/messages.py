@@ -111,6 +111,7 @@ def shown_dump(model: BaseModel, **kwargs: Any) -> dict[str, Any]:
     """``model`` as JSON-ready data for people and API clients, credentials masked."""
     return model.model_dump(mode="json", context=SHOWN, **kwargs)
 
+
 MessageSpec = Annotated[EmailMessageSpec | WebhookMessageSpec, Field(discriminator="channel")]
 Channel = Literal["email", "webhook"]
 

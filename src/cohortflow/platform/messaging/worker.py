@@ -80,3 +80,26 @@ def run_forever(
         except Exception as exc:  # a database blip must not kill the worker; the next pass retries
             log.exception("worker pass failed", error=type(exc).__name__)
         stop.wait(interval)
+
+
+class BackgroundWorker:
+    """The worker on a daemon thread of another process (the API server's), stopped at its shutdown."""
+
+    def __init__(self, engine: Engine, settings: MessagingSettings, *, clock: Clock = utcnow) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=run_forever,
+            args=(engine, settings),
+            kwargs={"clock": clock, "stop": self._stop},
+            name="cohortflow-messaging-worker",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # A send in progress keeps going until its batch ends; whatever is left, another worker (or this
+        # server's next start) resumes.
+        self._stop.set()
+        self._thread.join(timeout)

@@ -9,6 +9,7 @@ Migrations in ``migrations/versions`` must be kept in step with this module; a t
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -17,7 +18,9 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
     func,
+    text,
 )
 
 from cohortflow.sqltypes import TS, BigId, Json, new_metadata
@@ -338,8 +341,10 @@ campaign_segments = Table(
     Index("ix_campaign_segments_segment_id", "segment_id"),
 )
 
-# One execution of a campaign. The lease lets exactly one process run it; a crashed process's lease
-# runs out and another process resumes the send.
+# One execution of a campaign. Any number of workers share a running send (each claims its own batches of
+# ``campaign_deliveries``); ``immediate`` marks a "send now", of which a campaign has at most one pending or running
+# (the partial unique index below), so a double-clicked "Send now" starts one send. The lease columns serve sends
+# with a rate limit, which one process at a time runs so that the limit holds.
 campaign_sends = Table(
     "campaign_sends",
     metadata,
@@ -354,8 +359,16 @@ campaign_sends = Table(
     Column("audience_size", Integer),  # set when the audience is evaluated, at the start of the send
     Column("lease_owner", String(64)),
     Column("lease_expires_at", TS),
+    Column("immediate", Boolean, nullable=False, server_default=false()),
     Index("ix_campaign_sends_status_scheduled", "status", "scheduled_at"),
     Index("ix_campaign_sends_campaign", "campaign_id"),
+    Index(
+        "uq_campaign_sends_one_immediate",
+        "campaign_id",
+        unique=True,
+        sqlite_where=text("immediate AND status IN ('scheduled', 'running')"),
+        postgresql_where=text("immediate AND status IN ('scheduled', 'running')"),
+    ),
 )
 
 # The per-user send log. The primary key is the "never twice in one send" guarantee: a row is claimed
@@ -369,7 +382,11 @@ campaign_deliveries = Table(
     Column("reason", String(1000)),
     Column("attempts", Integer, nullable=False, default=0),
     Column("updated_at", TS, nullable=False),
-    Index("ix_campaign_deliveries_send_status", "send_id", "status"),
+    # Which worker holds a claimed row, and until when: an expired claim is a dead worker's in-flight window.
+    Column("claimed_by", String(64)),
+    Column("claimed_until", TS),
+    # Claims walk this index in user id order from a cursor, so they never rescan rows already done.
+    Index("ix_campaign_deliveries_send_status_user", "send_id", "status", "user_id"),
 )
 
 canvases = Table(
@@ -393,7 +410,7 @@ canvases = Table(
     Index("ix_canvases_status", "status"),
 )
 
-# Where each user is in a Canvas. A user enters a Canvas at most once (the primary key).
+# Where each user is in a Canvas: one row per user, reset when the Canvas lets the user re-enter.
 canvas_positions = Table(
     "canvas_positions",
     metadata,
@@ -404,6 +421,8 @@ canvas_positions = Table(
     Column("due_at", TS),
     Column("entered_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column("entries", Integer, nullable=False, server_default="1"),  # how many times the user entered
+    Column("exited_at", TS),
     Index("ix_canvas_positions_due", "canvas_id", "state", "due_at"),
 )
 
@@ -428,8 +447,37 @@ canvas_deliveries = Table(
     Column("canvas_id", String(64), ForeignKey("canvases.id", ondelete="CASCADE"), primary_key=True),
     Column("step_id", String(64), primary_key=True),
     Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
-    Column("status", String(16), nullable=False),  # claimed | sent | failed | skipped
+    # Which of the user's entries into the Canvas (re-entry starts a new one, with its own messages).
+    Column("entry", Integer, primary_key=True, server_default="1"),
+    Column("status", String(16), nullable=False),  # pending | claimed | sent | failed | skipped
     Column("reason", String(1000)),
     Column("attempts", Integer, nullable=False, default=0),
     Column("updated_at", TS, nullable=False),
+    Column("claimed_by", String(64)),
+    Column("claimed_until", TS),
+    Index("ix_canvas_deliveries_step_status_user", "canvas_id", "step_id", "status", "user_id"),
+)
+
+# Global frequency capping: at most ``max_messages`` per user per channel in any ``period_seconds`` (a workspace
+# setting; a campaign or Canvas may ignore it).
+frequency_caps = Table(
+    "frequency_caps",
+    metadata,
+    Column("workspace_id", String(64), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("max_messages", Integer, nullable=False),
+    Column("period_seconds", Integer, nullable=False),
+)
+
+# Messages that count toward frequency caps, written when the message is claimed (and removed if it fails).
+message_receipts = Table(
+    "message_receipts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("source", String(200), nullable=False),  # the idempotency key of the message
+    Column("at", TS, nullable=False),
+    Index("ix_message_receipts_user_channel_at", "user_id", "channel", "at"),
+    Index("ix_message_receipts_source", "source"),
 )

@@ -1,5 +1,5 @@
-"""Campaigns: create, list, show, update, preview a message for a user, send now, schedule, the per-user send log
-and statistics."""
+"""Campaigns: create, list, show, update, preview a message for a user, send now, schedule, stop a send, the
+per-user send log and statistics."""
 
 from __future__ import annotations
 
@@ -122,6 +122,12 @@ def list_sends(campaign_id: str, runtime: Runtime, workspace_id: RestWorkspace) 
 def get_send(campaign_id: str, send_id: RowId, runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, Any]:
     with runtime.transaction() as conn:
         return campaigns.get_send(conn, workspace_id, campaign_id, send_id).to_dict()
+
+
+@router.post("/{campaign_id}/sends/{send_id}/stop", summary="Stop a scheduled or running send: it sends nothing more")
+def stop_send(campaign_id: str, send_id: RowId, runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, Any]:
+    with runtime.transaction() as conn:
+        return campaigns.stop_send(conn, workspace_id, campaign_id, send_id, now=runtime.clock()).to_dict()
 
 
 @router.get("/{campaign_id}/sends/{send_id}/log", summary="Per-user send log (sent, failed with reason, skipped)")

@@ -1,4 +1,4 @@
-"""Canvases: create, list, show, edit a draft, start and per-step statistics. The worker advances users."""
+"""Canvases: create, list, show, edit a draft, start, stop and per-step statistics. The worker advances users."""
 
 from __future__ import annotations
 
@@ -52,3 +52,9 @@ def start(canvas_id: str, runtime: Runtime, workspace_id: RestWorkspace) -> dict
 def stats(canvas_id: str, runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, Any]:
     with runtime.transaction() as conn:
         return canvas.canvas_stats(conn, workspace_id, canvas_id)
+
+
+@router.post("/{canvas_id}/stop", summary="Stop an active Canvas: no more entries, moves or messages")
+def stop(canvas_id: str, runtime: Runtime, workspace_id: RestWorkspace) -> dict[str, Any]:
+    with runtime.transaction() as conn:
+        return canvas.stop_canvas(conn, workspace_id, canvas_id, now=runtime.clock()).to_dict()

@@ -119,9 +119,7 @@ def _name_cohort(runtime: PlatformRuntime, path_partner: str, body: dict[str, An
     return budget
 
 
-def _import(
-    runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]
-) -> tuple[ImportCounts, RateLimitStatus]:
+def _import(runtime: PlatformRuntime, path_partner: str, body: dict[str, Any]) -> tuple[ImportCounts, RateLimitStatus]:
     partner, budget = _spend_budget(runtime, path_partner, body)
     with bounded_transaction(runtime.engine, runtime.settings.cohort_lock_wait_seconds) as conn:
         grant = authenticate_client_secret(conn, partner, body.get("client_secret"))

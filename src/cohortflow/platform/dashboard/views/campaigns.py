@@ -223,8 +223,12 @@ def campaign_sends(page: AnyRole, campaign_id: str) -> HTMLResponse:
 @router.post("/{campaign_id}/send-now")
 def send_now(page: AnyRole, campaign_id: str, settings: Messaging, background: BackgroundTasks) -> RedirectResponse:
     runtime = page.runtime
-    with page.transaction() as conn:
-        send = campaigns.request_send(conn, page.workspace_id, campaign_id, now=runtime.clock())
+    try:
+        with page.transaction() as conn:
+            send = campaigns.request_send(conn, page.workspace_id, campaign_id, now=runtime.clock())
+    except campaigns.SendInProgress as exc:
+        # A double click: the first click's send is the one running.
+        return page.redirect(f"/campaigns/{campaign_id}", f"Not sent again: {exc.message}.", "error")
     # As the API does: delivered after the answer; if this process dies, a worker resumes when the lease ends.
     background.add_task(campaigns.run_send, runtime.engine, settings, send.id, clock=runtime.clock)
     return page.redirect(f"/campaigns/{campaign_id}", f"Send {send.id} started: its counts update below as it runs.")
@@ -250,6 +254,16 @@ def schedule(page: AnyRole, campaign_id: str, form: Form) -> RedirectResponse:
     return page.redirect(
         f"/campaigns/{campaign_id}", f"Send {send.id} scheduled for {at.strftime('%Y-%m-%d %H:%M')} UTC."
     )
+
+
+@router.post("/{campaign_id}/sends/{send_id}/stop")
+def stop_send(page: AnyRole, campaign_id: str, send_id: int) -> RedirectResponse:
+    try:
+        with page.transaction() as conn:
+            send = campaigns.stop_send(conn, page.workspace_id, campaign_id, send_id, now=page.runtime.clock())
+    except InvalidRequest as exc:
+        return page.redirect(f"/campaigns/{campaign_id}", f"Not stopped: {exc.message}.", "error")
+    return page.redirect(f"/campaigns/{campaign_id}", f"Send {send.id} stopped: it sends nothing more.")
 
 
 @router.get("/{campaign_id}/sends/{send_id}", response_class=HTMLResponse)

@@ -250,3 +250,15 @@ def launch(page: AnyRole, canvas_id: str) -> RedirectResponse:
         f"/canvas/{canvas_id}",
         f"“{started.name}” is active: users of the entry segment enter on its schedule when the messaging worker runs.",
     )
+
+
+@router.post("/{canvas_id}/stop")
+def stop(page: AnyRole, canvas_id: str) -> RedirectResponse:
+    try:
+        with page.transaction() as conn:
+            stopped = canvas.stop_canvas(conn, page.workspace_id, canvas_id, now=page.runtime.clock())
+    except InvalidRequest as exc:
+        return page.redirect(f"/canvas/{canvas_id}", f"Not stopped: {exc.message}.", "error")
+    return page.redirect(
+        f"/canvas/{canvas_id}", f"“{stopped.name}” is stopped: nobody enters, moves or gets a message."
+    )

@@ -1,15 +1,13 @@
-"""Delivery channels: webhook (HTTP POST) and email (SMTP). Each delivers one rendered message."""
+"""Delivery channels: webhook (HTTP POST) and email (SMTP), many messages in flight (:mod:`.concurrent`)."""
 
 from cohortflow.platform.messaging.channels.base import DeliveryError, DeliveryRejected, DeliveryUnavailable
-from cohortflow.platform.messaging.channels.email import EmailChannel, OutgoingEmail
-from cohortflow.platform.messaging.channels.webhook import OutgoingWebhook, WebhookChannel
+from cohortflow.platform.messaging.channels.email import OutgoingEmail
+from cohortflow.platform.messaging.channels.webhook import OutgoingWebhook
 
 __all__ = [
     "DeliveryError",
     "DeliveryRejected",
     "DeliveryUnavailable",
-    "EmailChannel",
     "OutgoingEmail",
     "OutgoingWebhook",
-    "WebhookChannel",
 ]

@@ -67,8 +67,9 @@ def upgrade() -> None:
         sa.column("created_at"),
     )
     rows = conn.execute(
-        sa.select(failures.c.sync_name, failures.c.kind, failures.c.label, failures.c.value, failures.c.run_id)
-        .order_by(failures.c.sync_name)
+        sa.select(
+            failures.c.sync_name, failures.c.kind, failures.c.label, failures.c.value, failures.c.run_id
+        ).order_by(failures.c.sync_name)
     ).all()
     now = datetime.now(UTC)
     by_sync: dict[str, list[tuple[list[str], str]]] = {}
