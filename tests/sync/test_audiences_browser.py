@@ -10,9 +10,6 @@ there. Pages are saved at desktop and phone width under ``test-output/screenshot
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +23,7 @@ from sqlalchemy import select
 from cohortflow.platform.cohorts import get_cohort, member_user_ids
 from cohortflow.platform.store.schema import users
 from tests.platform.dashboard.conftest import screenshot, shots  # noqa: F401  (shots is a fixture)
-from tests.sync.service_support import start_service
-from tests.sync.test_webapp_browser import CUSTOMERS, PASSWORD, browser, platform  # noqa: F401  (fixtures)
+from tests.sync.test_webapp_browser import CUSTOMERS, PASSWORD, browser, platform, serve_with_admin  # noqa: F401  (fixtures)
 
 HEADER = "# Acme's sync workspace: the data team declares the schema, marketers build audiences.\n"
 COUNTRIES = ["FR", "DE", "US", "FR", "ES"]
@@ -124,17 +120,8 @@ def service(tmp_path: Path, state_url: str, platform: dict[str, Any]) -> Iterato
     (tmp_path / ".env").write_text(
         f"PARTNER_API_KEY={platform['partner_api_key']}\nDATA_IMPORT_KEY={platform['data_import_key']}\n"
     )
-    made = subprocess.run(
-        [sys.executable, "-m", "cohortflow", "sync", "-f", str(path), "--state-url", state_url, "user", "create",
-         "admin@example.com", "--password-stdin"],
-        input=PASSWORD, capture_output=True, text=True, env=os.environ,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    process = start_service(path, state_url)
-    try:
-        yield process.base_url
-    finally:
-        process.stop()
+    with serve_with_admin(path, state_url) as base_url:
+        yield base_url
 
 
 def test_build_an_audience_see_its_size_save_it_and_sync_it(

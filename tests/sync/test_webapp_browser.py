@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,22 @@ from tests.sync.service_support import start_service
 from tests.sync.support import seed_users
 
 PASSWORD = "a long test password"
+
+
+@contextmanager
+def serve_with_admin(path: Path, state_url: str) -> Iterator[str]:
+    """``sync serve`` on the workspace at ``path``, with the admin ``admin@example.com`` / PASSWORD; its URL."""
+    made = subprocess.run(
+        [sys.executable, "-m", "cohortflow", "sync", "-f", str(path), "--state-url", state_url, "user", "create",
+         "admin@example.com", "--password-stdin"],
+        input=PASSWORD, capture_output=True, text=True, env=os.environ,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    process = start_service(path, state_url)
+    try:
+        yield process.base_url
+    finally:
+        process.stop()
 CUSTOMERS = 3000
 
 
@@ -94,17 +111,8 @@ def service(tmp_path: Path, state_url: str) -> Iterator[str]:
         )
     path = tmp_path / "cohortflow.yaml"
     path.write_text("# Acme's sync workspace: the web app writes here too.\nversion: 1\n")
-    made = subprocess.run(
-        [sys.executable, "-m", "cohortflow", "sync", "-f", str(path), "--state-url", state_url, "user", "create",
-         "admin@example.com", "--password-stdin"],
-        input=PASSWORD, capture_output=True, text=True, env=os.environ,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    process = start_service(path, state_url)
-    try:
-        yield process.base_url
-    finally:
-        process.stop()
+    with serve_with_admin(path, state_url) as base_url:
+        yield base_url
 
 
 def test_the_seed_hightouch_steps_in_the_browser(
