@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.messaging.templates import (
     TemplateRenderError,
+    _parse,
     render,
     render_json,
     user_context,
@@ -55,3 +58,15 @@ def test_json_bodies_render_strings_only() -> None:
 def test_malformed_templates_are_rejected_naming_the_field(source: str, expected: str) -> None:
     with pytest.raises(InvalidRequest, match=re.escape(expected)):
         validate_template(source, field="subject")
+
+
+# Text made of the characters Liquid markup is built from, so near-misses ("{ {", "{%" split, "}}") come up often.
+_markup_free = st.text(alphabet=st.sampled_from(list("{}%-| ab\n")), max_size=30).filter(
+    lambda s: "{{" not in s and "{%" not in s
+)
+
+
+@given(_markup_free)
+def test_text_without_markup_renders_as_liquid_renders_it(source: str) -> None:
+    # The fast path (no Liquid call) must give what Liquid itself gives.
+    assert render(source, {}) == _parse(source).render() == source

@@ -71,6 +71,9 @@ def user_context(profile: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def render(source: str, context: Mapping[str, Any]) -> str:
+    if "{{" not in source and "{%" not in source:
+        # Text without output or tag markup renders as itself; Liquid would still build a render context for it.
+        return source
     try:
         return _parse(source).render(**context)
     except LiquidError as exc:
