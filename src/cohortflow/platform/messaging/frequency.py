@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, delete, func, insert, select
 
-from cohortflow.platform.errors import InvalidRequest
+from cohortflow.platform.errors import InvalidRequest, NotFound
 from cohortflow.platform.messaging.messages import Channel, parse_model
 from cohortflow.platform.store.schema import frequency_caps, message_receipts, users
 
@@ -57,6 +57,31 @@ def set_caps(conn: Connection, workspace_id: str, caps: Sequence[FrequencyCap | 
     if parsed:
         conn.execute(insert(frequency_caps), [{"workspace_id": workspace_id, **c.model_dump()} for c in parsed])
     return list_caps(conn, workspace_id)
+
+
+def set_cap(conn: Connection, workspace_id: str, cap: FrequencyCap | dict[str, Any]) -> list[FrequencyCap]:
+    """Set one channel's cap, replacing that channel's cap if it has one; the other channels keep theirs."""
+    parsed = parse_model(FrequencyCap, cap, what="frequency cap")
+    conn.execute(
+        delete(frequency_caps).where(
+            frequency_caps.c.workspace_id == workspace_id, frequency_caps.c.channel == parsed.channel
+        )
+    )
+    conn.execute(insert(frequency_caps), [{"workspace_id": workspace_id, **parsed.model_dump()}])
+    return list_caps(conn, workspace_id)
+
+
+def remove_cap(conn: Connection, workspace_id: str, channel: str) -> FrequencyCap:
+    """Remove one channel's cap; the channel's messages are no longer capped."""
+    for cap in list_caps(conn, workspace_id):
+        if cap.channel == channel:
+            conn.execute(
+                delete(frequency_caps).where(
+                    frequency_caps.c.workspace_id == workspace_id, frequency_caps.c.channel == channel
+                )
+            )
+            return cap
+    raise NotFound(f"no frequency cap on {channel!r} in this workspace")
 
 
 def active_cap(conn: Connection, workspace_id: str, channel: str) -> ActiveCap | None:
