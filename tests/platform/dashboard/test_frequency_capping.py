@@ -71,7 +71,7 @@ def test_set_change_and_remove_a_rule_in_the_browser(
     page.get_by_label("per user every").fill("1")
     page.get_by_label("Unit of the period").select_option("days")
     page.get_by_role("button", name="Add rule").click()
-    expect(page.get_by_role("status")).to_have_text("Saved: No more than 2 email messages per user every 1 day.")
+    expect(page.get_by_role("status")).to_have_text("Rule saved: no more than 2 email messages per user every 1 day.")
     expect(page.get_by_role("row", name="No more than 2 email messages per user every 1 day")).to_be_visible()
     assert caps(runtime, tenant.workspace_id) == [{"channel": "email", "max_messages": 2, "period_seconds": 86400}]
     # With email ruled, the add form offers the webhook channel only.
@@ -113,6 +113,7 @@ def test_set_change_and_remove_a_rule_in_the_browser(
     page.get_by_role("button", name="Add rule").click()
     expect(page.get_by_role("row", name="No more than 1 webhook message per user every 30 minutes")).to_be_visible()
     expect(page.get_by_role("heading", name="Add a rule")).to_have_count(0)
+    expect(page.get_by_text("Every channel has its rule")).to_be_visible()
     screenshot(page, shots, "05-two-rules")
     page.get_by_role("button", name="Remove the email rule").click()
     expect(page.get_by_role("status")).to_have_text("The email rule is removed: email messages are not capped.")

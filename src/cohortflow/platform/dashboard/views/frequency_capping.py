@@ -76,7 +76,8 @@ def save_rule(page: AdminOnly, form: Form) -> Response:
         return _page(page, fields, editing=form.get("editing") == "1", status_code=400)
     with page.transaction() as conn:
         frequency.set_cap(conn, page.workspace_id, cap)
-    return page.redirect("/settings/frequency-capping", f"Saved: {ff.rule_words(cap)}.")
+    words = ff.rule_words(cap)
+    return page.redirect("/settings/frequency-capping", f"Rule saved: {words[:1].lower()}{words[1:]}.")
 
 
 @router.post("/{channel}/remove")
