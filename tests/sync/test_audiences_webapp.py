@@ -148,6 +148,8 @@ def test_a_sync_from_an_audience_with_a_split_and_a_priority_list(served: tuple[
     assert form.status_code == 200
     assert '<option value="holdout">Only the holdout group</option>' in form.text
     assert '<option value="lifecycle">' in form.text
+    # What leaves an audience is its members, not a model's rows.
+    assert "<legend>Members who leave the audience</legend>" in form.text and "leave the model" not in form.text
     # The columns to match on are the parent's identifiers.
     assert '<option value="external_id">' in form.text and '<option value="ltv">' not in form.text
     fields = {
@@ -167,6 +169,7 @@ def test_a_sync_from_an_audience_with_a_split_and_a_priority_list(served: tuple[
     created = admin.post("/syncs/new", data=fields)
     assert created.url.path == "/app/syncs/french_holdout", created.text[:500]
     assert "audience french (split holdout, priority list lifecycle)" in created.text
+    assert '<span class="label">Departed members</span>' in created.text
     sync = yaml.safe_load(path.read_text())["syncs"]["french_holdout"]
     assert sync["audience"] == {"name": "french", "split": "holdout", "priority_list": "lifecycle"}
     assert "model" not in sync

@@ -120,6 +120,12 @@ def test_config_is_written_back_with_comments_and_secrets_beside_it(
     # A sync with a fallback identifier and a new cohort; a duplicate name changes nothing.
     form = admin.get("/syncs/new", params={"model": "customers", "destination": "braze"})
     assert '<option value="uid"' in form.text
+    assert "<legend>Rows that leave the model</legend>" in form.text and "Remove them from the cohort" in form.text
+    # To a custom attribute instead of a cohort, departed rows lose the attribute.
+    attrs = {"csrf_token": token, "name": "attrs", "rest_endpoint": fake.url, "rest_api_key": "k", "action": "save"}
+    assert admin.post("/destinations/new/braze_users_track", data=attrs).url.path == "/app/destinations/attrs"
+    to_attrs = admin.get("/syncs/new", params={"model": "customers", "destination": "attrs"}).text
+    assert "Remove the attribute from them" in to_attrs and "Remove them from the cohort" not in to_attrs
     sync = {
         "csrf_token": _csrf(form.text),
         "name": "vip",
@@ -141,6 +147,7 @@ def test_config_is_written_back_with_comments_and_secrets_beside_it(
     created = admin.post("/syncs/new", data=sync)
     assert created.url.path == "/app/syncs/vip", created.text[:500]
     assert "cron 0 6 * * 1-5 (Europe/Paris)" in created.text
+    assert '<span class="label">Departed rows</span>' in created.text
     before = path.read_text()
     duplicate = admin.post("/syncs/new", data={**sync, "cohort_name": "Other"})
     assert duplicate.status_code == 400 and "already exists" in duplicate.text and path.read_text() == before

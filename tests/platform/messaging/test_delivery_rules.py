@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -127,6 +128,24 @@ def test_a_campaign_rate_limit_spaces_its_messages(
         within = sum(1 for t in arrivals[i:] if t < start + 1.0)
         assert within <= 21, (within, arrivals)
     assert arrivals[-1] - arrivals[0] >= 24 * 0.05 * 0.9
+
+
+def test_concurrent_cap_saves_each_win_or_wait_never_fail(api: httpx.Client, tenant: Tenant) -> None:
+    """Saves racing on one channel's cap (two admins, a retried request) all succeed; the last one stays."""
+    bodies = [{"caps": [{"channel": "webhook", "max_messages": m, "period_seconds": 3600}]} for m in range(1, 25)]
+
+    def save(body: dict[str, Any]) -> int:
+        with httpx.Client(base_url=api.base_url, timeout=30) as client:
+            return client.put("/messaging/frequency_caps", json=body, headers=auth(tenant)).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(save, bodies))
+    try:
+        assert statuses == [200] * len(bodies)
+        caps = api.get("/messaging/frequency_caps", headers=auth(tenant)).json()["caps"]
+        assert len(caps) == 1 and caps[0]["max_messages"] in range(1, 25)
+    finally:
+        api.put("/messaging/frequency_caps", json={"caps": []}, headers=auth(tenant))
 
 
 def test_frequency_caps_hold_across_campaigns_and_concurrent_workers(

@@ -14,6 +14,7 @@ from cohortflow.platform.dashboard.views import (
     campaigns,
     canvas,
     cohorts,
+    frequency_capping,
     home,
     segments,
     settings,
@@ -55,6 +56,6 @@ def create_dashboard(runtime: PlatformRuntime) -> FastAPI:
         status = status_for(exc)
         return kit.error_page(request, status, _TITLES.get(status, "Something went wrong"), exc.message)
 
-    for module in (home, campaigns, canvas, cohorts, segments, settings, technology_partners, users):
+    for module in (home, campaigns, canvas, cohorts, segments, settings, frequency_capping, technology_partners, users):
         app.include_router(module.router)
     return app

@@ -17,9 +17,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, delete, func, insert, select
 
-from cohortflow.platform.errors import InvalidRequest
+from cohortflow.platform.errors import InvalidRequest, NotFound
 from cohortflow.platform.messaging.messages import Channel, parse_model
-from cohortflow.platform.store.schema import frequency_caps, message_receipts, users
+from cohortflow.platform.store.schema import frequency_caps, message_receipts, users, workspaces
 
 CAPPED_REASON = "frequency capped"
 
@@ -47,16 +47,51 @@ def list_caps(conn: Connection, workspace_id: str) -> list[FrequencyCap]:
     return [FrequencyCap(channel=r.channel, max_messages=r.max_messages, period_seconds=r.period_seconds) for r in rows]
 
 
+def _writing_caps(conn: Connection, workspace_id: str) -> None:
+    """Serialize changes to one workspace's caps: two saves at once would both delete, then both insert the same
+    channel, and the second would fail on the primary key instead of winning. (SQLite's writer lock does this.)"""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(workspaces.c.id).where(workspaces.c.id == workspace_id).with_for_update())
+
+
 def set_caps(conn: Connection, workspace_id: str, caps: Sequence[FrequencyCap | dict[str, Any]]) -> list[FrequencyCap]:
     """Replace the workspace's caps (an empty list removes them); at most one per channel."""
     parsed = [parse_model(FrequencyCap, c, what="frequency cap") for c in caps]
     channels = [c.channel for c in parsed]
     if len(set(channels)) != len(channels):
         raise InvalidRequest("frequency caps: at most one cap per channel")
+    _writing_caps(conn, workspace_id)
     conn.execute(delete(frequency_caps).where(frequency_caps.c.workspace_id == workspace_id))
     if parsed:
         conn.execute(insert(frequency_caps), [{"workspace_id": workspace_id, **c.model_dump()} for c in parsed])
     return list_caps(conn, workspace_id)
+
+
+def set_cap(conn: Connection, workspace_id: str, cap: FrequencyCap | dict[str, Any]) -> list[FrequencyCap]:
+    """Set one channel's cap, replacing that channel's cap if it has one; the other channels keep theirs."""
+    parsed = parse_model(FrequencyCap, cap, what="frequency cap")
+    _writing_caps(conn, workspace_id)
+    conn.execute(
+        delete(frequency_caps).where(
+            frequency_caps.c.workspace_id == workspace_id, frequency_caps.c.channel == parsed.channel
+        )
+    )
+    conn.execute(insert(frequency_caps), [{"workspace_id": workspace_id, **parsed.model_dump()}])
+    return list_caps(conn, workspace_id)
+
+
+def remove_cap(conn: Connection, workspace_id: str, channel: str) -> FrequencyCap:
+    """Remove one channel's cap; the channel's messages are no longer capped."""
+    _writing_caps(conn, workspace_id)
+    for cap in list_caps(conn, workspace_id):
+        if cap.channel == channel:
+            conn.execute(
+                delete(frequency_caps).where(
+                    frequency_caps.c.workspace_id == workspace_id, frequency_caps.c.channel == channel
+                )
+            )
+            return cap
+    raise NotFound(f"no frequency cap on {channel!r} in this workspace")
 
 
 def active_cap(conn: Connection, workspace_id: str, channel: str) -> ActiveCap | None:

@@ -4,6 +4,7 @@ match rate, run now / dry run / full resync, enable / disable) and editing it.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import available_timezones
 
@@ -29,6 +30,25 @@ RUN_MODES = {
     "full": (RunOptions(full_resync=True), "Full resync queued"),
 }
 _ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/")))
+
+
+@dataclass(frozen=True)
+class Departures:
+    """Words for what leaves a sync's source: rows of a model, members of an audience; and what removing them
+    does at the destination (a cohort loses them, or they lose the custom attribute)."""
+
+    legend: str
+    stat: str
+    remove: str
+
+
+def departures(from_audience: bool, dest_type: str | None) -> Departures:
+    who = "Members" if from_audience else "Rows"
+    return Departures(
+        legend=f"{who} who leave the audience" if from_audience else f"{who} that leave the model",
+        stat=f"Departed {who.lower()}",
+        remove="Remove the attribute from them" if dest_type == "braze_users_track" else "Remove them from the cohort",
+    )
 
 
 @router.get("/syncs")
@@ -201,11 +221,10 @@ async def _form_context(page: Page, values: dict[str, Any], **extra: Any) -> dic
         "models": list(ws.config.models),
         "audiences": list(ws.config.audiences),
         "audience_splits": list(audience.splits.groups) if audience is not None and audience.splits else [],
-        "audience_lists": [
-            n for n, pl in ws.config.priority_lists.items() if values.get("audience") in pl.audiences
-        ],
+        "audience_lists": [n for n, pl in ws.config.priority_lists.items() if values.get("audience") in pl.audiences],
         "destinations": {n: service.destination_label(c) for n, c in ws.config.destinations.items()},
         "dest_type": dest.type if dest is not None else None,
+        "departures": departures(audience is not None, dest.type if dest is not None else None),
         "columns": columns,
         "cohorts": cohorts,
         "problems": problems,
@@ -310,6 +329,12 @@ def sync_page(page: AnyRole, name: str) -> Response:
             if overview.config.destination in ws.config.destinations
             else "",
             "identifier": overview.config.identifier.choices(),
+            "departures": departures(
+                overview.config.audience is not None,
+                ws.destination(overview.config.destination).type
+                if overview.config.destination in ws.config.destinations
+                else None,
+            ),
         },
     )
 
