@@ -130,6 +130,51 @@ def test_a_campaign_rate_limit_spaces_its_messages(
     assert arrivals[-1] - arrivals[0] >= 24 * 0.05 * 0.9
 
 
+def test_a_worker_slower_than_its_lease_keeps_its_claims(
+    api: httpx.Client,
+    runtime: PlatformRuntime,
+    tenant: Tenant,
+    database_url: str,
+    messaging_settings: MessagingSettings,
+    webhook_sink: WebhookSink,
+) -> None:
+    """Claims last one second (the lease) and each batch takes longer than that to send: a live worker renews
+    what it holds, so neither it nor another worker takes those rows for a dead worker's and sends them twice."""
+    n = 24
+    _domain, segment_id, _ids = _audience(runtime, api, tenant, n)
+    path = f"/slow/{uuid.uuid4().hex}"
+    campaign_id = _webhook_campaign(api, tenant, segment_id, webhook_sink.url(path))
+
+    def slow(call: Any) -> int:
+        if call.path == path:
+            time.sleep(0.3)  # 8 rows over 2 connections: 1.2 s a batch, and the next batch waits as long
+        return 200
+
+    webhook_sink.on_call = slow
+    try:
+        with runtime.transaction() as conn:
+            send_id = request_send(conn, tenant.workspace_id, campaign_id).id
+        env = worker_env(
+            database_url,
+            messaging_settings.smtp_port,
+            COHORTFLOW_MESSAGING__DELIVERY_BATCH_SIZE="8",
+            COHORTFLOW_MESSAGING__WEBHOOK_CONNECTIONS="2",
+        )
+        workers = [start_worker(env) for _ in range(2 if database_url.startswith("postgresql") else 1)]
+        try:
+            done = wait_for_send(api, tenant, campaign_id, send_id)
+        finally:
+            for proc in workers:
+                proc.terminate()
+            for proc in workers:
+                proc.wait(timeout=30)
+    finally:
+        webhook_sink.on_call = None
+    users = [c.body["user"] for c in webhook_sink.at(path)]
+    assert len(users) == len(set(users)) == n, sorted(users)
+    assert done["status"] == "completed" and done["counts"]["sent"] == n, done
+
+
 def test_concurrent_cap_saves_each_win_or_wait_never_fail(api: httpx.Client, tenant: Tenant) -> None:
     """Saves racing on one channel's cap (two admins, a retried request) all succeed; the last one stays."""
     bodies = [{"caps": [{"channel": "webhook", "max_messages": m, "period_seconds": 3600}]} for m in range(1, 25)]

@@ -62,6 +62,7 @@ from cohortflow.platform.messaging.messages import MessageSpec, check_message_te
 from cohortflow.platform.segments.compiler import compile_filter
 from cohortflow.platform.segments.filters import dump_filter, parse_filter
 from cohortflow.platform.segments.service import audience_query, get_segment, segment_clause, validate_filter
+from cohortflow.platform.store.engine import refresh_statistics
 from cohortflow.platform.store.lookup import row_in_workspace
 from cohortflow.platform.store.schema import (
     TS,
@@ -528,6 +529,7 @@ def _start(engine: Engine, send_id: int, now: datetime) -> Campaign | None:
     workers starting one send, one writes the audience (the other waits for its commit, then sees ``running``).
     """
     s = campaign_sends
+    written = 0
     with engine.begin() as conn:
         row = conn.execute(select(s).where(s.c.id == send_id)).first()
         if row is None or row.status not in ("scheduled", "running") or as_utc(row.scheduled_at) > now:
@@ -538,9 +540,10 @@ def _start(engine: Engine, send_id: int, now: datetime) -> Campaign | None:
                 update(s).where(s.c.id == send_id, s.c.status == "scheduled").values(status="running", started_at=now)
             ).rowcount
             if started == 1:
-                _materialize(conn, row, campaign, now)
+                written = _materialize(conn, row, campaign, now)
             elif conn.execute(select(s.c.status).where(s.c.id == send_id)).scalar_one() != "running":
                 return None
+    refresh_statistics(engine, campaign_deliveries.name, new_rows=written)
     return campaign
 
 

@@ -40,6 +40,7 @@ from cohortflow.platform.messaging.messages import MessageSpec, check_message_te
 from cohortflow.platform.segments.compiler import compile_filter
 from cohortflow.platform.segments.filters import dump_filter, parse_filter
 from cohortflow.platform.segments.service import get_segment, segment_clause, validate_filter
+from cohortflow.platform.store.engine import refresh_statistics
 from cohortflow.platform.store.lookup import row_in_workspace
 from cohortflow.platform.store.schema import (
     TS,
@@ -618,6 +619,8 @@ def advance_canvas(
             for step in order:
                 with engine.begin() as conn:
                     n = _advance_step(conn, workspace_id, canvas_id, definition, step, now)
+                if isinstance(step, MessageStep):
+                    refresh_statistics(engine, canvas_deliveries.name, new_rows=n)
                 moved += n
                 progressed = progressed or n > 0
     finally:

@@ -23,6 +23,7 @@ can drop the duplicates. No other row is ever sent twice: a row leaves ``pending
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -114,6 +115,9 @@ class _Drain:
         self.batch_size = batch_size
         self.lease = timedelta(seconds=settings.send_lease_seconds)
         self.cursor = 0
+        # Rows this worker has claimed and not yet recorded: what it renews, found by key, not by a scan.
+        self.held: set[int] = set()
+        self.held_lock = threading.Lock()  # claims, outcomes and renewals run in different threads
         self.stale_done = False
         self.stopped = asyncio.Event()
         self.result = DrainResult()
@@ -209,6 +213,8 @@ class _Drain:
             if not claimed:
                 return []
             rows = {int(r["user_id"]): dict(r) for r in claimed}
+            with self.held_lock:
+                self.held.update(rows)
             if not stale:
                 self.cursor = max(self.cursor, max(rows))
             if self.cap is not None:
@@ -217,6 +223,8 @@ class _Drain:
                 if capped:
                     self._finish(conn, {("skipped", frequency.CAPPED_REASON): sorted(capped)}, now)
                     self.result.counts["skipped"] += len(capped)
+                    with self.held_lock:
+                        self.held.difference_update(capped)
                     for uid in capped:
                         del rows[uid]
             for profile in conn.execute(select(*PROFILE_COLUMNS).where(users.c.id.in_(list(rows)))).mappings():
@@ -246,6 +254,8 @@ class _Drain:
             self._finish(conn, groups, self.clock())
             if self.cap is not None:
                 frequency.release(conn, unsent)
+        with self.held_lock:
+            self.held.difference_update(int(row["user_id"]) for row, _ in outcomes)
 
     def _still_running(self) -> bool:
         with self.engine.connect() as conn:
@@ -253,10 +263,19 @@ class _Drain:
 
     def _renew(self) -> None:
         d = self.queue.table
+        with self.held_lock:
+            held = sorted(self.held)
+        if not held:
+            return
         with self.engine.begin() as conn:
             conn.execute(
                 update(d)
-                .where(*self.queue.scope, d.c.status == "claimed", d.c.claimed_by == self.owner)
+                .where(
+                    *self.queue.scope,
+                    d.c.user_id.in_(held),
+                    d.c.status == "claimed",
+                    d.c.claimed_by == self.owner,
+                )
                 .values(claimed_until=self.clock() + self.lease)
             )
 
