@@ -24,7 +24,7 @@ def reset_directory(directory: Path) -> Path:
     """The demo's folder, absolute and empty: every run starts clean, so running the demo twice works.
 
     A previous run's folder is renamed aside at once and deleted by :func:`discard_previous` (deleting its
-    hundreds of files took 0.1-0.3 s, on the way to starting the platform).
+    hundreds of files here took 0.1-0.3 s, on the way to starting the platform).
     """
     directory = directory.resolve()
     if directory.exists():
@@ -37,15 +37,25 @@ def reset_directory(directory: Path) -> Path:
     return directory
 
 
-def discard_previous(directory: Path) -> threading.Thread | None:
-    """Delete the previous run's folder that :func:`reset_directory` set aside, in a thread (the process exits
-    once it is gone). Started after :func:`launch_platform`, which forks only a process without threads."""
+def discard_previous(directory: Path) -> None:
+    """Delete the previous run's folder that :func:`reset_directory` set aside, while the demo goes on.
+
+    With ``rm`` at hand, a process of its own does it: a thread of this process waited for the interpreter lock
+    after each of hundreds of files while the demo kept it busy (seconds under load), and the demo's exit then
+    waited for the thread. Without ``rm``, a thread it is.
+    """
     aside = _aside(directory)
     if not aside.exists():
-        return None
-    thread = threading.Thread(target=shutil.rmtree, args=(aside,), name="demo-previous-folder")
-    thread.start()
-    return thread
+        return
+    rm = shutil.which("rm")
+    if rm is None:
+        threading.Thread(target=shutil.rmtree, args=(aside,), name="demo-previous-folder").start()
+        return
+    # Kept, so that the finished process is reaped rather than reported as left running.
+    _deleting.append(subprocess.Popen([rm, "-rf", "--", str(aside)], stdin=subprocess.DEVNULL))
+
+
+_deleting: list[subprocess.Popen[bytes]] = []
 
 
 def _aside(directory: Path) -> Path:
