@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Engine, MetaData, PrimaryKeyConstraint, String, Table, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from cohortflow.fresh_schema import create_if_empty
 from cohortflow.platform.store.schema import metadata
 
 if TYPE_CHECKING:
@@ -138,11 +138,10 @@ def migrate(engine: Engine) -> None:
     """Create or upgrade the schema to the newest revision. Safe to call from many processes at once.
 
     A brand-new SQLite database gets the schema of :mod:`~cohortflow.platform.store.schema` in one go, stamped
-    with the newest revision, as Alembic would leave it after every migration (``tests/platform/test_migrations.py``
-    compares the two, object by object): every platform start on a new file (the demo, the tests) otherwise
-    imported Alembic and replayed the whole history, about 0.25 s of CPU.
+    with the newest revision (:mod:`cohortflow.fresh_schema`; ``tests/platform/test_migrations.py`` compares it
+    with every migration in turn, object by object).
     """
-    if is_sqlite(engine) and _create_if_empty(engine):
+    if create_if_empty(engine, metadata, MIGRATIONS_DIR / "versions", "alembic_version"):
         return
     upgrade_with_alembic(engine)
 
@@ -174,47 +173,3 @@ def upgrade_with_alembic(engine: Engine) -> None:
             else:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 conn.commit()
-
-
-_REVISION_LINE = re.compile(r"""^(down_)?revision\s*=\s*["']([^"']+)["']""", re.MULTILINE)
-# Alembic's own version table, as its MigrationContext declares it, so that later upgrades find the stamp.
-_VERSION_TABLE = Table(
-    "alembic_version",
-    MetaData(),
-    Column("version_num", String(32), nullable=False),
-    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
-)
-
-
-def head_revision() -> str | None:
-    """The newest revision, read from the version files without importing Alembic; None when the history is not
-    one straight line (a merge), which :func:`migrate` then leaves to Alembic."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        found = {bool(down): revision for down, revision in _REVISION_LINE.findall(path.read_text())}
-        if False not in found:
-            return None
-        revisions.add(found[False])
-        if True in found:
-            parents.add(found[True])
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
-
-
-def _create_if_empty(engine: Engine) -> bool:
-    """Create the whole schema and stamp it if the database has no table at all; False (nothing done) otherwise.
-
-    The check and the creation share one ``BEGIN IMMEDIATE`` transaction, so of two processes starting on the same
-    new file one creates and the other then finds the tables and goes through Alembic, which has nothing to do.
-    """
-    head = head_revision()
-    if head is None:
-        return False
-    with engine.begin() as conn:
-        if conn.exec_driver_sql("SELECT 1 FROM sqlite_master LIMIT 1").first() is not None:
-            return False
-        metadata.create_all(conn)
-        _VERSION_TABLE.create(conn)
-        conn.execute(_VERSION_TABLE.insert().values(version_num=head))
-    return True
