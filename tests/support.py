@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -59,8 +61,6 @@ def fresh_database(kind: str, tmp_dir: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,31 @@ def add_cohort_rows(
         if rows:
             conn.execute(insert(cohort_members), rows)
     return int(pk)
+
+
+def sqlite_structure(path: Path, version_table: str = "alembic_version") -> dict[tuple[str, str], object]:
+    """Every table, index and trigger of a SQLite file as SQLite itself describes it: columns (name, type, not
+    null, default, primary key), foreign keys, CHECK constraints, each index's columns or expressions, uniqueness
+    and origin, and the Alembic stamp (in ``version_table``). Column positions are left out: a migration that
+    adds a column puts it last, and every statement of the project names its columns."""
+    db = sqlite3.connect(path)
+    try:
+        out: dict[tuple[str, str], object] = {}
+        for kind, name, table, sql in db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"):
+            if kind == "table":
+                columns = sorted(r[1:] for r in db.execute(f"PRAGMA table_xinfo('{name}')"))
+                foreign_keys = sorted(r[2:] for r in db.execute(f"PRAGMA foreign_key_list('{name}')"))
+                checks = sorted(" ".join(c.split()) for c in re.findall(r"CHECK \((?:[^()]|\([^()]*\))*\)", sql))
+                out[(kind, name)] = (columns, foreign_keys, checks)
+            elif kind == "index":
+                keys = [(r[2], r[3], r[4], r[5]) for r in db.execute(f"PRAGMA index_xinfo('{name}')")]
+                listed = [r[2:] for r in db.execute(f"PRAGMA index_list('{table}')") if r[1] == name]
+                # An expression's text is only in the CREATE INDEX statement.
+                expressions = " ".join(sql.split()) if sql and any(k[0] is None and k[3] for k in keys) else None
+                out[(kind, name)] = (table, keys, listed, expressions)
+            else:
+                out[(kind, name)] = " ".join((sql or "").split())
+        out[("stamp", version_table)] = db.execute(f"SELECT version_num FROM {version_table}").fetchall()
+        return out
+    finally:
+        db.close()

@@ -302,3 +302,15 @@ def test_bodies_the_lane_does_not_take_get_the_routes_answer(
     r = client.post("/sdk/data", content=content, headers=headers)
     assert r.status_code in (400, 401) and r.json()["message"]
     assert user_count(runtime, tenant) == 0
+
+
+def test_a_batch_without_failures_commits_every_request(runtime: PlatformRuntime) -> None:
+    """The group commit's first attempt (no savepoint per request) keeps every request of a batch that succeeds."""
+    tenant = make_tenant(runtime)
+    bodies = [
+        SdkDataRequest.model_validate({"api_key": tenant.app_key, "device_id": f"ok-{i}", **extra})
+        for i, extra in enumerate(({}, {"external_id": "ok-user"}, {"events": [{"name": "app_open"}]}))
+    ]
+    outcomes = ingest_device_data_batch(runtime, bodies)
+    assert all(isinstance(o, SdkDataResponse) and o.user_created for o in outcomes)
+    assert user_count(runtime, tenant) == 3

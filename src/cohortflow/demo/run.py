@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from cohortflow.clock import utcnow
-from cohortflow.demo.layout import launch_platform, platform_database_url, reset_directory
+from cohortflow.demo.layout import discard_previous, launch_platform, platform_database_url, reset_directory
 from cohortflow.demo.outbox import Outbox
 from cohortflow.demo.population import LoadStats, load_customers
 from cohortflow.demo.warehouse import ALIAS_LABEL, HIGH_VALUE_SQL, WarehouseStats, churn, generate
@@ -146,6 +146,7 @@ def run_demo(
     if server is None:
         directory = reset_directory(directory)
         server = launch_platform(directory)
+        discard_previous(directory)
     report = DemoReport(directory=directory)
     warehouse = directory / "warehouse.duckdb"
 

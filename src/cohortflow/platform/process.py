@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO
+from typing import IO, Protocol
 from urllib.parse import urlsplit
 
 
@@ -24,13 +24,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+class ChildProcess(Protocol):
+    """What :class:`ServerProcess` needs of its process: a :class:`subprocess.Popen`, or a forked child."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
 @dataclass
 class ServerProcess:
     """A running platform server; ``with`` stops it at the end of the block."""
 
     base_url: str
     database_url: str
-    process: subprocess.Popen[bytes]
+    process: ChildProcess
     env: dict[str, str]
 
     def stop(self, *, kill: bool = False) -> None:
@@ -108,13 +126,7 @@ def launch_server(
     """Start the server like :func:`start_server` without waiting for it: the caller does other work while it
     imports and starts, then calls :meth:`ServerProcess.wait_ready`."""
     port = port or free_port()
-    env = {
-        **os.environ,
-        "COHORTFLOW_PLATFORM_DATABASE_URL": database_url,
-        "COHORTFLOW_PLATFORM__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "COHORTFLOW_LOG_LEVEL": os.environ.get("COHORTFLOW_LOG_LEVEL", "WARNING"),
-        **(extra_env or {}),
-    }
+    env = server_environment(database_url, port, extra_env)
     command = (
         [
             sys.executable, "-m", "uvicorn", "cohortflow.platform.api.server:app",
@@ -128,3 +140,14 @@ def launch_server(
     )  # fmt: skip
     process = subprocess.Popen(command, env=env, stderr=stderr)
     return ServerProcess(f"http://127.0.0.1:{port}", database_url, process, env)
+
+
+def server_environment(database_url: str, port: int, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a server process reads its settings from (:mod:`cohortflow.platform.api.server`)."""
+    return {
+        **os.environ,
+        "COHORTFLOW_PLATFORM_DATABASE_URL": database_url,
+        "COHORTFLOW_PLATFORM__PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "COHORTFLOW_LOG_LEVEL": os.environ.get("COHORTFLOW_LOG_LEVEL", "WARNING"),
+        **(extra_env or {}),
+    }

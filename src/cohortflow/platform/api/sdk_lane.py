@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -43,9 +44,14 @@ def ingest_device_data(runtime: PlatformRuntime, body: sdk.SdkDataRequest, *, wa
 def ingest_device_data_batch(
     runtime: PlatformRuntime, bodies: list[sdk.SdkDataRequest], *, wait: bool = True
 ) -> list[sdk.SdkDataResponse | Exception]:
-    """Several requests in one transaction (a group commit), each in a savepoint of its own: a request that fails
-    leaves nothing and does not touch the others, and its outcome is its exception. An app key is
-    authenticated once for the batch (the same transaction would find the same key)."""
+    """Several requests in one transaction (a group commit): a request that fails leaves nothing and does not
+    touch the others, and its outcome is its exception. An app key is authenticated once for the batch (the same
+    transaction would find the same key).
+
+    The batch first runs without a savepoint per request, which cost about a fifth of its CPU (a SAVEPOINT and a
+    RELEASE statement each) for requests that almost never fail. When one does fail, that whole attempt is rolled
+    back and the batch runs again with a savepoint around each request, so the failure is the only one undone.
+    """
     if len(bodies) == 1:
         try:
             return [ingest_device_data(runtime, bodies[0], wait=wait)]
@@ -53,12 +59,25 @@ def ingest_device_data_batch(
             raise
         except Exception as exc:
             return [exc]
+    try:
+        return _ingest_together(runtime, bodies, wait=wait, savepoints=False)
+    except _RequestFailed:
+        return _ingest_together(runtime, bodies, wait=wait, savepoints=True)
+
+
+class _RequestFailed(Exception):
+    """A request of a batch run without savepoints failed: the transaction is rolled back."""
+
+
+def _ingest_together(
+    runtime: PlatformRuntime, bodies: list[sdk.SdkDataRequest], *, wait: bool, savepoints: bool
+) -> list[sdk.SdkDataResponse | Exception]:
     outcomes: list[sdk.SdkDataResponse | Exception] = []
     with runtime.transaction(wait=wait) as conn:
         workspaces: dict[str, str] = {}
         for body in bodies:
             try:
-                with conn.begin_nested():
+                with conn.begin_nested() if savepoints else nullcontext():
                     key = body.api_key or ""
                     if key not in workspaces:
                         workspaces[key] = authenticate_app_key(conn, body.api_key).workspace_id
@@ -67,6 +86,8 @@ def ingest_device_data_batch(
                 # The database failed, not the request: the transaction may be unusable, so the whole batch fails.
                 raise
             except Exception as exc:
+                if not savepoints:
+                    raise _RequestFailed from exc
                 outcomes.append(exc)
     return outcomes
 

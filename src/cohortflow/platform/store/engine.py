@@ -5,13 +5,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+
+from cohortflow.fresh_schema import create_if_empty
+from cohortflow.platform.store.schema import metadata
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every process migrating the same database.
@@ -122,6 +126,8 @@ def _begin_immediate_or_busy(raw: sqlite3.Connection) -> None:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
@@ -129,7 +135,21 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest revision. Safe to call from many processes at once."""
+    """Create or upgrade the schema to the newest revision. Safe to call from many processes at once.
+
+    A brand-new SQLite database gets the schema of :mod:`~cohortflow.platform.store.schema` in one go, stamped
+    with the newest revision (:mod:`cohortflow.fresh_schema`; ``tests/platform/test_migrations.py`` compares it
+    with every migration in turn, object by object).
+    """
+    if create_if_empty(engine, metadata, MIGRATIONS_DIR / "versions", "alembic_version"):
+        return
+    upgrade_with_alembic(engine)
+
+
+def upgrade_with_alembic(engine: Engine) -> None:
+    """Run every migration the database lacks (:func:`migrate` skips them only for a brand-new SQLite file)."""
+    from alembic import command
+
     cfg = alembic_config(engine)
     sqlite = is_sqlite(engine)
     with engine.connect() as conn:

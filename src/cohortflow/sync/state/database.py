@@ -10,13 +10,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from cohortflow.fresh_schema import create_if_empty
+from cohortflow.sync.state.schema import metadata
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x73796E63  # any constant shared by every process migrating the same database
+# Its own version table, so the sync state may share a PostgreSQL database with the platform.
+VERSION_TABLE = "sync_alembic_version"
 
 
 def normalize_url(url: str) -> str:
@@ -50,7 +53,22 @@ def make_state_engine(url: str) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Create or upgrade the state schema to the newest revision; safe from many processes at once."""
+    """Create or upgrade the state schema to the newest revision; safe from many processes at once.
+
+    A brand-new SQLite database gets the schema of :mod:`~cohortflow.sync.state.schema` in one go, stamped with
+    the newest revision (:mod:`cohortflow.fresh_schema`; ``tests/sync/test_state_schema.py`` compares it with every
+    migration in turn, object by object).
+    """
+    if create_if_empty(engine, metadata, MIGRATIONS_DIR / "versions", VERSION_TABLE):
+        return
+    upgrade_with_alembic(engine)
+
+
+def upgrade_with_alembic(engine: Engine) -> None:
+    """Run every migration the database lacks (:func:`migrate` skips them only for a brand-new SQLite file)."""
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))

@@ -5,10 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
+from cohortflow.sync.state.database import VERSION_TABLE
 from cohortflow.sync.state.schema import metadata
-
-# Its own version table, so the sync state may share a PostgreSQL database with the platform.
-VERSION_TABLE = "sync_alembic_version"
 
 config = context.config
 connection = config.attributes.get("connection")
