@@ -25,9 +25,7 @@ from cohortflow.platform.import_keys import create_import_key
 from cohortflow.platform.partners import create_partner
 from cohortflow.platform.workspaces import create_workspace
 from tests.platform.dashboard.conftest import (  # noqa: F401  (shots is a fixture)
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    REQUIRE_BROWSER_ENV,
+    chromium,
     screenshot,
     shots,
 )
@@ -52,6 +50,8 @@ def serve_with_admin(path: Path, state_url: str) -> Iterator[str]:
         yield process.base_url
     finally:
         process.stop()
+
+
 CUSTOMERS = 3000
 
 
@@ -59,16 +59,8 @@ CUSTOMERS = 3000
 def browser() -> Iterator[Any]:
     """Chromium for this test only: Playwright's sync API keeps an event loop on the main thread while it runs,
     and the engine's ``asyncio.run`` in later tests of the session must not find it there."""
-    if not CHROMIUM.exists():
-        if os.environ.get(REQUIRE_BROWSER_ENV) == "1":
-            pytest.fail(f"{CHROMIUM} is missing but {REQUIRE_BROWSER_ENV}=1")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +34,35 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Chromium for one test module: Playwright's sync API keeps an event loop running on the main thread
-    while it is open, and another module's Playwright (tests/sync's web app) cannot start beside it."""
+# How long an ``expect`` waits for the page. Playwright's 5 s default is too short for a live update on a shared
+# 2-core machine at load 8 (seen once in the segment builder); a wrong value still fails, only later.
+EXPECT_TIMEOUT_MS = 20_000
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's chromium under Playwright, or a skip (a failure in CI) when it is missing."""
     if not CHROMIUM.exists():
         if os.environ.get(REQUIRE_BROWSER_ENV) == "1":
             pytest.fail(f"{CHROMIUM} is missing but {REQUIRE_BROWSER_ENV}=1")
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium for one test module: Playwright's sync API keeps an event loop running on the main thread
+    while it is open, and another module's Playwright (tests/sync's web app) cannot start beside it."""
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def _new_page(browser: Any, server: ServerProcess) -> Iterator[Any]:
