@@ -31,7 +31,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
 
 from cohortflow.clock import to_utc, utcnow
-from cohortflow.platform import identity, matching
+from cohortflow.platform import identity, matching, user_upsert
 from cohortflow.platform.bounds import MAX_AMOUNT
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.identity import AliasKey
@@ -624,9 +624,19 @@ def event_row(
     return {"workspace_id": workspace_id, "user_id": user_id, "name": name, "time": at, "properties": properties or {}}
 
 
-def track(conn: Connection, workspace_id: str, request: TrackRequest, *, now: datetime | None = None) -> TrackResponse:
-    """Apply a validated ``/users/track`` request: attributes, then events, then purchases."""
+def track(
+    conn: Connection, workspace_id: str, request: TrackRequest, *, now: datetime | None = None, set_based: bool = True
+) -> TrackResponse:
+    """Apply a validated ``/users/track`` request: attributes, then events, then purchases.
+
+    On PostgreSQL an attributes-only request that :func:`user_upsert.upsert_profiles` takes is one statement;
+    ``set_based=False`` always takes the general path (the tests compare the two)."""
     now = now or utcnow()
+    if set_based and request.attributes and request.events is None and request.purchases is None:
+        if conn.dialect.name == "postgresql":
+            processed = user_upsert.upsert_profiles(conn, workspace_id, request.attributes, now)
+            if processed is not None:
+                return TrackResponse(attributes_processed=processed)
     attributes = request.attributes or []
     events = request.events or []
     purchases = request.purchases or []

@@ -1,0 +1,132 @@
+"""``/users/track``'s common request on PostgreSQL in one statement: profiles named by external id, created when
+missing, their attributes set or removed, with no custom attribute whose new value depends on the old one.
+
+The general path (:mod:`cohortflow.platform.tracking`) finds and locks the users, inserts the missing ones and
+updates the others: three statements, and Python work per user. Here each object's changes fold into the final
+change per user (later objects win, as they do there), and one ``INSERT ... SELECT FROM unnest(arrays) ON
+CONFLICT DO UPDATE`` applies them: a new user is inserted with its attributes, an existing one gets the given
+columns and ``custom_attributes || set - removed``. The stored rows are the general path's (a property-based
+test holds the two to it). Anything else (an ``inc``, ``add`` or ``remove``, an object that changes nothing, an
+update-only object) returns None and is left to the general path.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from psycopg.types.json import Jsonb
+from sqlalchemy import Connection
+
+from cohortflow.platform import identity
+from cohortflow.platform.profile_attributes import ProfileChanges
+
+
+class NamedByExternalId(Protocol):
+    """What this path reads of an attributes object (a ``LeanAttributes`` or an ``AttributesObject``)."""
+
+    @property
+    def external_id(self) -> str | None: ...
+    @property
+    def user_alias(self) -> object | None: ...
+    @property
+    def braze_id(self) -> str | None: ...
+    @property
+    def updates_existing_only(self) -> bool: ...
+    @property
+    def changes(self) -> ProfileChanges: ...
+
+
+@dataclass
+class _Final:
+    """One user's changes after every object naming it: columns given, custom attributes set, and removed."""
+
+    columns: dict[str, Any] = field(default_factory=dict)
+    custom: dict[str, Any] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+
+
+def _fold(objects: Sequence[NamedByExternalId]) -> dict[str, _Final] | None:
+    """The final change per external id, in order of first mention; None when an object needs the general path."""
+    finals: dict[str, _Final] = {}
+    for obj in objects:
+        ext = obj.external_id
+        changes = obj.changes
+        if ext is None or obj.user_alias is not None or obj.braze_id is not None or obj.updates_existing_only:
+            return None
+        if not changes:
+            # Changes nothing: an existing user keeps its updated_at, which an upsert would bump.
+            return None
+        final = finals.get(ext)
+        if final is None:
+            final = finals[ext] = _Final()
+        final.columns.update(changes.columns)
+        for op in changes.custom:
+            if op.kind == "set":
+                final.custom[op.key] = op.value
+                final.removed.discard(op.key)
+            elif op.kind == "unset":
+                final.custom.pop(op.key, None)
+                final.removed.add(op.key)
+            else:
+                return None  # inc, add, remove: the new value depends on the stored one
+    return finals
+
+
+def upsert_profiles(
+    conn: Connection, workspace_id: str, objects: Sequence[NamedByExternalId], now: datetime
+) -> int | None:
+    """Apply the attributes ``objects`` in one statement and return how many were processed, or None (nothing
+    done) when the request is not of the kind this path takes; PostgreSQL only."""
+    finals = _fold(objects)
+    if finals is None:
+        return None
+    shapes: dict[tuple[tuple[str, ...], bool], list[tuple[str, _Final]]] = {}
+    for ext, final in sorted(finals.items()):
+        shapes.setdefault((tuple(sorted(final.columns)), bool(final.removed)), []).append((ext, final))
+    serialize = getattr(conn.dialect, "_json_serializer", None) or json.dumps
+    for (columns, removes), group in shapes.items():
+        fresh = [identity.new_user_values(workspace_id, ext, now) for ext, _ in group]
+        params: list[Any] = [
+            workspace_id,
+            now,
+            now,
+            [ext for ext, _ in group],
+            [row["braze_id"] for row in fresh],
+            [row["random_bucket"] for row in fresh],
+            [serialize(final.custom) for _, final in group],
+            *([final.columns[c] for _, final in group] for c in columns),
+            workspace_id,
+        ]
+        if removes:
+            params.append(Jsonb({ext: sorted(final.removed) for ext, final in group if final.removed}))
+        conn.exec_driver_sql(_upsert_sql(columns, removes), tuple(params))
+    return len(objects)
+
+
+@functools.cache
+def _upsert_sql(columns: tuple[str, ...], removes: bool) -> str:
+    """The upsert of users given as arrays, setting ``columns`` (all text); with ``removes``, a last parameter
+    maps external ids to the custom attributes to remove. One text per shape, so psycopg prepares each once."""
+    names = ["external_id", "braze_id", "random_bucket", "custom_attributes", *columns]
+    arrays = ", ".join(["%s::text[]", "%s::text[]", "%s::int[]", "%s::text[]", *(["%s::text[]"] * len(columns))])
+    selected = ", ".join(f"v.{n}::jsonb" if n == "custom_attributes" else f"v.{n}" for n in names)
+    custom = "u.custom_attributes || EXCLUDED.custom_attributes"
+    if removes:
+        custom = f"({custom}) - ARRAY(SELECT jsonb_array_elements_text(%s::jsonb -> EXCLUDED.external_id))"
+    sets = ", ".join(
+        [*(f"{c} = EXCLUDED.{c}" for c in columns), f"custom_attributes = {custom}", "updated_at = EXCLUDED.updated_at"]
+    )
+    return (
+        f"INSERT INTO users AS u (workspace_id, created_at, updated_at, {', '.join(names)}) "
+        f"SELECT %s, %s, %s, {selected} FROM unnest({arrays}) AS v({', '.join(names)}) "
+        "LEFT JOIN users AS e ON e.workspace_id = %s AND e.external_id = v.external_id "
+        # Existing users in id order, then new ones by external id: the order in which the general path locks
+        # them (and inserts), so that requests taking either path cannot deadlock.
+        "ORDER BY e.id NULLS LAST, v.external_id "
+        f"ON CONFLICT (workspace_id, external_id) DO UPDATE SET {sets}"
+    )
