@@ -632,11 +632,11 @@ def track(
     On PostgreSQL an attributes-only request that :func:`user_upsert.upsert_profiles` takes is one statement;
     ``set_based=False`` always takes the general path (the tests compare the two)."""
     now = now or utcnow()
-    if set_based and request.attributes and request.events is None and request.purchases is None:
-        if conn.dialect.name == "postgresql":
-            processed = user_upsert.upsert_profiles(conn, workspace_id, request.attributes, now)
-            if processed is not None:
-                return TrackResponse(attributes_processed=processed)
+    attributes_only = request.attributes and request.events is None and request.purchases is None
+    if set_based and attributes_only and conn.dialect.name == "postgresql":
+        processed = user_upsert.upsert_profiles(conn, workspace_id, request.attributes or [], now)
+        if processed is not None:
+            return TrackResponse(attributes_processed=processed)
     attributes = request.attributes or []
     events = request.events or []
     purchases = request.purchases or []
