@@ -634,9 +634,9 @@ def track(
     now = now or utcnow()
     attributes_only = request.attributes and request.events is None and request.purchases is None
     if set_based and attributes_only and conn.dialect.name == "postgresql":
-        processed = user_upsert.upsert_profiles(conn, workspace_id, request.attributes or [], now)
-        if processed is not None:
-            return TrackResponse(attributes_processed=processed)
+        upserted = user_upsert.upsert_profiles(conn, workspace_id, request.attributes or [], now)
+        if upserted is not None:
+            return TrackResponse(attributes_processed=upserted)
     attributes = request.attributes or []
     events = request.events or []
     purchases = request.purchases or []
