@@ -13,9 +13,8 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self, cast
+from typing import Annotated, Any, Literal, NamedTuple, Self, cast
 
 from pydantic import (
     BaseModel,
@@ -97,10 +96,10 @@ class AttributesObject(ProfileAttributes, _Identified):
     """One object of ``attributes``: a user identifier plus attributes to set."""
 
 
-@dataclass(frozen=True, slots=True)
-class LeanAttributes:
+class LeanAttributes(NamedTuple):
     """An ``attributes`` object in the common shape (a user named by external id, plain attributes), validated
-    without a model: what the domain reads of an :class:`AttributesObject`, nothing more."""
+    without a model: what the domain reads of an :class:`AttributesObject`, nothing more (a tuple: 75 of them
+    a request, built faster than any class instance)."""
 
     external_id: str
     changes: ProfileChanges
