@@ -623,19 +623,29 @@ def event_row(
     return {"workspace_id": workspace_id, "user_id": user_id, "name": name, "time": at, "properties": properties or {}}
 
 
+def upsert_plan(dialect: str, request: TrackRequest) -> user_upsert.UpsertPlan | None:
+    """The set-based upsert that applies ``request`` on a database of ``dialect``, if one does (see
+    :mod:`cohortflow.platform.user_upsert`): PostgreSQL, attributes only, of the kinds it takes."""
+    if dialect != "postgresql" or not request.attributes or request.events is not None:
+        return None
+    return user_upsert.plan(request.attributes) if request.purchases is None else None
+
+
+def apply_upsert(conn: Connection, workspace_id: str, upsert: user_upsert.UpsertPlan, now: datetime) -> TrackResponse:
+    return TrackResponse(attributes_processed=user_upsert.apply(conn, workspace_id, upsert, now))
+
+
 def track(
     conn: Connection, workspace_id: str, request: TrackRequest, *, now: datetime | None = None, set_based: bool = True
 ) -> TrackResponse:
     """Apply a validated ``/users/track`` request: attributes, then events, then purchases.
 
-    On PostgreSQL an attributes-only request that :func:`user_upsert.upsert_profiles` takes is one statement;
-    ``set_based=False`` always takes the general path (the tests compare the two)."""
+    A request that :func:`upsert_plan` takes is applied set-based; ``set_based=False`` always takes the general
+    path (the tests compare the two)."""
     now = now or utcnow()
-    attributes_only = request.attributes and request.events is None and request.purchases is None
-    if set_based and attributes_only and conn.dialect.name == "postgresql":
-        upserted = user_upsert.upsert_profiles(conn, workspace_id, request.attributes or [], now)
-        if upserted is not None:
-            return TrackResponse(attributes_processed=upserted)
+    upsert = upsert_plan(conn.dialect.name, request) if set_based else None
+    if upsert is not None:
+        return apply_upsert(conn, workspace_id, upsert, now)
     attributes = request.attributes or []
     events = request.events or []
     purchases = request.purchases or []

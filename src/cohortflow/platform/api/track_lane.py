@@ -27,12 +27,23 @@ PATH = "/users/track"
 
 
 def track_with_rest_key(runtime: PlatformRuntime, rest_api_key: str, body: tracking.TrackRequest) -> bytes:
-    """Authenticate the key and apply the request in one transaction; the route's response body (201).
+    """Authenticate the key and apply the request; the route's response body (201).
 
-    A revoked key is refused by the very transaction that would have written with it: nothing is cached."""
-    with runtime.transaction() as conn:
-        workspace_id = authenticate_rest_key(conn, rest_api_key).workspace_id
-        result = tracking.track(conn, workspace_id, body, now=runtime.clock())
+    The key is looked up by every request, just before its writes: a revoked key is refused at once (nothing is
+    cached). A request that one statement applies (:func:`tracking.upsert_plan`) runs without a transaction
+    around it, since that statement is all or nothing by itself: two round trips fewer (``BEGIN``, ``COMMIT``).
+    """
+    now = runtime.clock()
+    upsert = tracking.upsert_plan(runtime.engine.dialect.name, body)
+    if upsert is not None and upsert.single_statement:
+        with runtime.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            workspace_id = authenticate_rest_key(conn, rest_api_key).workspace_id
+            result = tracking.apply_upsert(conn, workspace_id, upsert, now)
+    else:
+        with runtime.transaction() as conn:
+            workspace_id = authenticate_rest_key(conn, rest_api_key).workspace_id
+            result = tracking.track(conn, workspace_id, body, now=now)
     return result.__pydantic_serializer__.to_json(result, exclude_none=True)
 
 
