@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -121,6 +122,27 @@ def test_the_lane_answers_and_stores_what_the_route_does(
         if response.status_code != 201:
             assert after == before  # a refused request changes nothing
         outcomes.append((response.status_code, response.headers["content-type"], response.content, after))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"attributes": [{"external_id": "u1", "n": 18446744073709551616}]}',  # orjson: a float; the route: 400
+        b'{"attributes": [{"external_id": "u1", "n": 1.8446744073709552e19}]}',
+        b'{"attributes": [{"external_id": "u1", "n": NaN}]}',
+        b'{"attributes": [{"external_id": "u1", "n": 1, "n": "dup"}]}',
+        b'{"attributes": [{"external_id": "u1", "note": "\\ud800"}]}',
+    ],
+)
+def test_documents_decoders_disagree_on_get_the_routes_answer(
+    client: httpx.Client, runtime: PlatformRuntime, raw: bytes
+) -> None:
+    outcomes = []
+    for lane in (True, False):
+        tenant = make_tenant(runtime)
+        response = _send(client, tenant, raw, lane=lane)
+        outcomes.append((response.status_code, response.content, _stored(runtime, tenant)))
     assert outcomes[0] == outcomes[1]
 
 

@@ -11,6 +11,7 @@ in :mod:`cohortflow.platform.api.routes.users`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,7 +19,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Scope
 
 from cohortflow.platform import tracking
-from cohortflow.platform.api.body import decode_json
 from cohortflow.platform.api.lane_io import JsonLane
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.workspaces import authenticate_rest_key
@@ -63,11 +63,11 @@ class UsersTrackLane(JsonLane[tuple[str, tracking.TrackRequest]]):
         if key is None:
             return None  # the route answers a missing key
         try:
-            return key, tracking.TrackRequest.model_validate(decode_json(raw))
+            # The route's decoder (Starlette's ``Request.json``), not orjson: orjson reads an integer past 64
+            # bits as a float, which would be stored where the route refuses the body.
+            return key, tracking.TrackRequest.model_validate(json.loads(raw))
         except Exception:
-            # The route decodes and validates again and answers it (a document orjson refuses but the route's
-            # decoder accepts, such as ``NaN``, gets the route's answer too).
-            return None
+            return None  # the route decodes and validates again, and answers it
 
     async def serve(self, request: tuple[str, tracking.TrackRequest]) -> bytes:
         return await run_in_threadpool(track_with_rest_key, self.runtime, *request)
