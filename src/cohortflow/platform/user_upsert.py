@@ -3,8 +3,8 @@ missing, their attributes set or removed, with no custom attribute whose new val
 
 The general path (:mod:`cohortflow.platform.tracking`) finds and locks the users, inserts the missing ones and
 updates the others: three statements, and Python work per user. Here each object's changes fold into the final
-change per user (later objects win, as they do there), and one ``INSERT ... SELECT FROM unnest(arrays) ON
-CONFLICT DO UPDATE`` applies them: a new user is inserted with its attributes, an existing one gets the given
+change per user (later objects win, as they do there), and one ``INSERT ... SELECT FROM jsonb_to_recordset(...)
+ON CONFLICT DO UPDATE`` applies them: a new user is inserted with its attributes, an existing one gets the given
 columns and ``custom_attributes || set - removed``. The stored rows are the general path's (a property-based
 test holds the two to it). Anything else (an ``inc``, ``add`` or ``remove``, an object that changes nothing, an
 update-only object) returns None and is left to the general path.
@@ -56,7 +56,7 @@ class _Final:
 
 
 def _fold(objects: Sequence[NamedByExternalId]) -> dict[str, _Final] | None:
-    """The final change per external id, in order of first mention; None when an object needs the general path."""
+    """The final change per external id; None when an object needs the general path."""
     finals: dict[str, _Final] = {}
     for obj in objects:
         ext = obj.external_id

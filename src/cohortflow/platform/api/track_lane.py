@@ -4,9 +4,9 @@ A warehouse sync or a customer's import sends ``/users/track`` with 75 objects a
 second. Through FastAPI each request also paid the router, the dependency solver, response validation, a
 thread-pool hop per dependency and a transaction of its own for the REST API key (BENCHMARKS.md). This lane
 serves a request that has a ``Bearer`` key and a body that decodes and validates with the route's own model
-(:class:`~cohortflow.platform.tracking.TrackRequest`): the key is checked in the request's transaction and
-:func:`~cohortflow.platform.tracking.track` applies it, as the route does. Anything else goes on to the route
-in :mod:`cohortflow.platform.api.routes.users`.
+(:class:`~cohortflow.platform.tracking.TrackRequest`): the key is checked on the request's own connection, just
+before its writes, and the domain applies it as the route's :func:`~cohortflow.platform.tracking.track` does.
+Anything else goes on to the route in :mod:`cohortflow.platform.api.routes.users`.
 """
 
 from __future__ import annotations
