@@ -4,7 +4,8 @@ customer's first import send them.
 The platform's ASGI app is driven by ``httpx.ASGITransport`` (no sockets, no other process), one request at a
 time, and the CPU time of the whole process is divided by the requests: the figure to compare between two
 versions of the code when the machine is too busy for throughput to mean anything (alternate the versions).
-The client's own cost is included; PostgreSQL's CPU is not. Run from the repository root:
+The client's own cost is included; PostgreSQL's CPU (its backends serving the bench database) is reported
+apart. Run from the repository root:
 
     python -m bench.bench_ingest_cpu                 # SQLite
     python -m bench.bench_ingest_cpu --backend postgres
@@ -22,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness import machine, throwaway_database
+from bench.harness import cpu_seconds, machine, postgres_pids, throwaway_database
 from cohortflow.platform.api.app import create_app
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.workspaces import create_workspace
@@ -31,7 +32,8 @@ from cohortflow.settings import PlatformSettings
 OBJECTS = 75
 
 
-async def measure(database_url: str, scale: float) -> dict[str, float]:
+async def measure(database_url: str, scale: float) -> tuple[dict[str, float], dict[str, float]]:
+    """Milliseconds of CPU per request of this process, and of PostgreSQL (empty on SQLite), per shape."""
     runtime = PlatformRuntime.open(PlatformSettings(database_url=database_url))
     with runtime.transaction() as conn:
         ws = create_workspace(conn, "bench")
@@ -39,6 +41,12 @@ async def measure(database_url: str, scale: float) -> dict[str, float]:
     tag = os.urandom(4).hex()
     rest = {"Authorization": f"Bearer {ws.rest_api_key.plain}"}
     results: dict[str, float] = {}
+    database_cpu: dict[str, float] = {}
+    database = database_url.rsplit("/", 1)[-1] if database_url.startswith("postgresql") else None
+
+    def database_seconds() -> float:
+        return cpu_seconds(postgres_pids(database)) if database else 0.0
+
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
 
         async def post(path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
@@ -104,12 +112,14 @@ async def measure(database_url: str, scale: float) -> dict[str, float]:
             count = max(5, int(count * scale))
             for i in range(10):  # warm-up: statement caches, prepared statements
                 await send(1_000_000 + i)
-            cpu = time.process_time()
+            cpu, db_cpu = time.process_time(), database_seconds()
             for i in range(count):
                 await send(i)
             results[name] = round((time.process_time() - cpu) / count * 1000, 2)
+            if database:
+                database_cpu[name] = round((database_seconds() - db_cpu) / count * 1000, 2)
     runtime.close()
-    return results
+    return results, database_cpu
 
 
 def main() -> None:
@@ -119,11 +129,13 @@ def main() -> None:
     args = parser.parse_args()
     host = machine()
     with throwaway_database(args.backend) as url:
-        figures = asyncio.run(measure(url, args.scale))
+        figures, database_figures = asyncio.run(measure(url, args.scale))
     for name, ms in figures.items():
-        print(f"{args.backend} {name}: {ms:.2f} ms of CPU per request")
+        database = f" + {database_figures[name]:.2f} ms of PostgreSQL" if name in database_figures else ""
+        print(f"{args.backend} {name}: {ms:.2f} ms of CPU per request{database}")
     print(json.dumps({"bench": "ingest_cpu", "backend": args.backend, "machine": host,
-                      "load_average_at_end": os.getloadavg(), "ms_cpu_per_request": figures}))  # fmt: skip
+                      "load_average_at_end": os.getloadavg(), "ms_cpu_per_request": figures,
+                      "ms_postgres_cpu_per_request": database_figures}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@ with the same changes; everything else is left to the models (and so gets their 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 
 from cohortflow.platform.tracking import AttributesObject, LeanAttributes, TrackRequest, lean_attributes
 from cohortflow.platform.user_requests import check_storable
@@ -81,3 +83,46 @@ def test_the_common_body_takes_the_lean_path_and_the_rest_the_model() -> None:
     ):
         body = TrackRequest.model_validate(other)
         assert body.attributes is not None and isinstance(body.attributes[0], AttributesObject)
+
+
+def _storable_problems(data: Any) -> set[str]:
+    """The rule of ``check_storable`` written plainly: the start of the message of every problem in ``data``."""
+    if isinstance(data, str):
+        if "\x00" in data:
+            return {"strings may not contain the NUL character (\\u0000)"}
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return {"strings must be valid Unicode (no lone surrogate code points)"}
+    elif isinstance(data, float) and not math.isfinite(data):
+        return {"numbers must be finite (NaN and Infinity are not JSON)"}
+    elif isinstance(data, int) and not isinstance(data, bool) and not -(2**63) <= data < 2**63:
+        return {"integers must be between"}
+    elif isinstance(data, dict):
+        return {p for k, v in data.items() for p in (_storable_problems(k) | _storable_problems(v))}
+    elif isinstance(data, list):
+        return {p for item in data for p in _storable_problems(item)}
+    return set()
+
+
+class _Text(str):
+    pass
+
+
+_json = st.recursive(
+    st.one_of(_scalar, st.builds(_Text, _text)),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(_text, children, max_size=3)),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_json)
+def test_check_storable_refuses_exactly_what_the_databases_cannot_store(data: Any) -> None:
+    problems = _storable_problems(data)
+    try:
+        check_storable(data)
+    except PydanticCustomError as exc:
+        assert any(exc.message().startswith(p) for p in problems), (exc.message(), problems)
+    else:
+        assert not problems

@@ -174,6 +174,14 @@ def new_user_values(workspace_id: str, external_id: str | None, now: datetime) -
     }
 
 
+def new_identities(count: int) -> list[tuple[str, int]]:
+    """``count`` fresh (braze_id, random bucket) pairs as :func:`new_user_values` draws them, the random bytes of
+    every braze_id drawn at once (a batch of users needs one system call, not one per user)."""
+    width = BRAZE_ID_HEX_CHARS
+    ids = secrets.token_hex(width // 2 * count)
+    return [(ids[i * width : (i + 1) * width], secrets.randbelow(RANDOM_BUCKETS)) for i in range(count)]
+
+
 def create_user(conn: Connection, workspace_id: str, *, now: datetime | None = None) -> int:
     """A new profile with no external id (anonymous or alias-only until identified)."""
     now = now or utcnow()

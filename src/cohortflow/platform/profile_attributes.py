@@ -9,7 +9,7 @@ import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import (
     BaseModel,
@@ -39,9 +39,11 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DOB = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-@dataclass(frozen=True)
-class CustomOp:
-    """One change to a custom attribute: set, unset (``null``), inc, add (to an array) or remove (from one)."""
+class CustomOp(NamedTuple):
+    """One change to a custom attribute: set, unset (``null``), inc, add (to an array) or remove (from one).
+
+    A tuple: a request makes one per attribute per object, and a tuple is built several times faster than a
+    frozen dataclass."""
 
     key: str
     kind: Literal["set", "unset", "inc", "add", "remove"]
@@ -85,6 +87,9 @@ def _unique(values: Iterable[Any]) -> list[Any]:
     return out
 
 
+_PLAIN_SCALARS = (int, bool)
+
+
 def parse_custom_attribute(key: str, value: Any) -> CustomOp:
     """Validate one custom attribute assignment as Braze's user attributes object describes it."""
     if not key or len(key) > MAX_PROPERTY_NAME or key.startswith("$"):
@@ -96,6 +101,11 @@ def parse_custom_attribute(key: str, value: Any) -> CustomOp:
         raise validation_error("custom_attribute", f"{key!r} identifies a user and cannot be set as an attribute here")
     if key in UNSUPPORTED_ATTRIBUTES:
         raise validation_error("unsupported_attribute", f"{key!r} is not supported by this platform")
+    # The common values first, the rules below unchanged for them: an integer or a boolean is stored as given,
+    # and so is a short enough string.
+    kind = type(value)
+    if kind in _PLAIN_SCALARS or (kind is str and len(value) <= MAX_STRING_VALUE):
+        return CustomOp(key, "set", value)
     if value is None:
         return CustomOp(key, "unset")
     _check_json_value(key, value)

@@ -13,9 +13,8 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self, cast
+from typing import Annotated, Any, Literal, NamedTuple, Self, cast
 
 from pydantic import (
     BaseModel,
@@ -31,7 +30,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
 
 from cohortflow.clock import to_utc, utcnow
-from cohortflow.platform import identity, matching
+from cohortflow.platform import identity, matching, user_upsert
 from cohortflow.platform.bounds import MAX_AMOUNT
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.identity import AliasKey
@@ -97,10 +96,10 @@ class AttributesObject(ProfileAttributes, _Identified):
     """One object of ``attributes``: a user identifier plus attributes to set."""
 
 
-@dataclass(frozen=True, slots=True)
-class LeanAttributes:
+class LeanAttributes(NamedTuple):
     """An ``attributes`` object in the common shape (a user named by external id, plain attributes), validated
-    without a model: what the domain reads of an :class:`AttributesObject`, nothing more."""
+    without a model: what the domain reads of an :class:`AttributesObject`, nothing more (a tuple: 75 of them
+    a request, built faster than any class instance)."""
 
     external_id: str
     changes: ProfileChanges
@@ -624,9 +623,29 @@ def event_row(
     return {"workspace_id": workspace_id, "user_id": user_id, "name": name, "time": at, "properties": properties or {}}
 
 
-def track(conn: Connection, workspace_id: str, request: TrackRequest, *, now: datetime | None = None) -> TrackResponse:
-    """Apply a validated ``/users/track`` request: attributes, then events, then purchases."""
+def upsert_plan(dialect: str, request: TrackRequest) -> user_upsert.UpsertPlan | None:
+    """The set-based upsert that applies ``request`` on a database of ``dialect``, if one does (see
+    :mod:`cohortflow.platform.user_upsert`): PostgreSQL, attributes only, of the kinds it takes."""
+    if dialect != "postgresql" or not request.attributes or request.events is not None:
+        return None
+    return user_upsert.plan(request.attributes) if request.purchases is None else None
+
+
+def apply_upsert(conn: Connection, workspace_id: str, upsert: user_upsert.UpsertPlan, now: datetime) -> TrackResponse:
+    return TrackResponse(attributes_processed=user_upsert.apply(conn, workspace_id, upsert, now))
+
+
+def track(
+    conn: Connection, workspace_id: str, request: TrackRequest, *, now: datetime | None = None, set_based: bool = True
+) -> TrackResponse:
+    """Apply a validated ``/users/track`` request: attributes, then events, then purchases.
+
+    A request that :func:`upsert_plan` takes is applied set-based; ``set_based=False`` always takes the general
+    path (the tests compare the two)."""
     now = now or utcnow()
+    upsert = upsert_plan(conn.dialect.name, request) if set_based else None
+    if upsert is not None:
+        return apply_upsert(conn, workspace_id, upsert, now)
     attributes = request.attributes or []
     events = request.events or []
     purchases = request.purchases or []

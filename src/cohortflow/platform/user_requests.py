@@ -15,7 +15,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from cohortflow.platform import identity
-from cohortflow.platform.bounds import check_int64
+from cohortflow.platform.bounds import INT64_MAX, INT64_MIN, check_int64
 from cohortflow.platform.identity import AliasKey
 
 MAX_TRACK_OBJECTS = 75
@@ -48,30 +48,58 @@ def check_storable(data: Any) -> None:
     integers past a signed 64-bit one (SQLite's JSON and the segment filters compare them as such).
     Iterative, so a deeply nested body cannot exhaust the stack."""
     stack = [data]
+    pop, push, extend = stack.pop, stack.append, stack.extend
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
+        item = pop()
+        kind = type(item)
+        # The exact types a JSON decoder produces first (this runs over every value of every request), then
+        # their subclasses by the same rules.
+        if kind is str:
             _check_text(item)
-        elif isinstance(item, float):
+        elif kind is dict:
+            for key, value in item.items():
+                if type(key) is str:
+                    _check_text(key)
+                push(value)
+        elif kind is list:
+            extend(item)
+        elif kind is int:
+            if not INT64_MIN <= item <= INT64_MAX:
+                _check_number(item)
+        elif kind is float:
             if not math.isfinite(item):
-                raise validation_error("number", "numbers must be finite (NaN and Infinity are not JSON)")
-        elif isinstance(item, int) and not isinstance(item, bool):
-            try:
-                check_int64(item, "integers")
-            except ValueError as exc:
-                raise validation_error("number", str(exc)) from None
+                _check_number(item)
+        elif kind is bool or item is None:
+            continue
+        elif isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, float) or (isinstance(item, int) and not isinstance(item, bool)):
+            _check_number(item)
         elif isinstance(item, dict):
             for key, value in item.items():
                 if isinstance(key, str):
                     _check_text(key)
-                stack.append(value)
+                push(value)
         elif isinstance(item, list):
-            stack.extend(item)
+            extend(item)
+
+
+def _check_number(number: int | float) -> None:
+    if isinstance(number, float):
+        if not math.isfinite(number):
+            raise validation_error("number", "numbers must be finite (NaN and Infinity are not JSON)")
+        return
+    try:
+        check_int64(number, "integers")
+    except ValueError as exc:
+        raise validation_error("number", str(exc)) from None
 
 
 def _check_text(text: str) -> None:
     if "\x00" in text:
         raise validation_error("string", "strings may not contain the NUL character (\\u0000)")
+    if text.isascii():
+        return  # ASCII has no surrogates: skips encoding the common string
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -24,6 +24,7 @@ from cohortflow.platform.api.routes import (
     users,
 )
 from cohortflow.platform.api.sdk_lane import SdkDataLane
+from cohortflow.platform.api.track_lane import UsersTrackLane
 from cohortflow.platform.dashboard import MOUNT_PATH
 from cohortflow.platform.messaging.worker import BackgroundWorker
 from cohortflow.platform.runtime import PlatformRuntime
@@ -58,10 +59,11 @@ def create_app(runtime: PlatformRuntime, *, messaging_worker: MessagingSettings 
     install_error_handlers(app)
     document_errors(app)
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
-    # Added last, so it runs first: valid SDK requests skip the rest of the stack.
-    app.add_middleware(
-        SdkDataLane, runtime=runtime, handlers=app.exception_handlers, max_bytes=runtime.settings.max_body_bytes
-    )
+    # Added last, so they run first: valid SDK and /users/track requests skip the rest of the stack.
+    for lane in (SdkDataLane, UsersTrackLane):
+        app.add_middleware(
+            lane, runtime=runtime, handlers=app.exception_handlers, max_bytes=runtime.settings.max_body_bytes
+        )
     for module in (health, partners, users, sdk, segments, campaigns, canvases, keys, frequency_caps):
         app.include_router(module.router)
 

@@ -19,18 +19,16 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from cohortflow.platform import sdk
 from cohortflow.platform.api.body import decode_json
+from cohortflow.platform.api.lane_io import JsonLane
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.store.engine import WriterBusy
 from cohortflow.platform.workspaces import authenticate_app_key
 
 PATH = "/sdk/data"
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 def ingest_device_data(runtime: PlatformRuntime, body: sdk.SdkDataRequest, *, wait: bool = True) -> sdk.SdkDataResponse:
@@ -139,12 +137,10 @@ class _GroupCommit:
                 future.set_result(outcome)
 
 
-class SdkDataLane:
-    """ASGI middleware serving valid ``POST /sdk/data`` requests without the framework's per-request work.
+class SdkDataLane(JsonLane[sdk.SdkDataRequest]):
+    """Valid ``POST /sdk/data`` requests, served without the framework's per-request work."""
 
-    ``handlers`` is the application's exception handler mapping (``app.exception_handlers``, read at each
-    error), so an error raised by the domain is answered exactly as the route would answer it.
-    """
+    path = PATH
 
     def __init__(
         self,
@@ -153,87 +149,19 @@ class SdkDataLane:
         handlers: Mapping[Any, Callable[..., Any]],
         max_bytes: int,
     ) -> None:
-        self.app = app
+        super().__init__(app, handlers, max_bytes)
         self.runtime = runtime
-        self.handlers = handlers
-        self.max_bytes = max_bytes
         self.group_commit = _GroupCommit(runtime) if runtime.single_writer else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        declared = _json_content_length(scope)
-        if declared is None or declared > self.max_bytes:
-            # Chunked, oversized or not declared JSON: the route's stack decides (413, or its 400).
-            await self.app(scope, receive, send)
-            return
-        raw, first_messages, complete = await _read_body(receive, declared)
-        body = _parse(raw) if complete else None
-        if body is None:
-            await self.app(scope, _replay(first_messages, receive), send)
-            return
-        try:
-            if self.group_commit is not None:
-                result = await self.group_commit.submit(body)
-            else:
-                result = await run_in_threadpool(ingest_device_data, self.runtime, body)
-        except Exception as exc:
-            handler = self._handler_for(exc)
-            if handler is None:
-                raise
-            response: Response = await handler(Request(scope), exc)
-            await response(scope, receive, send)
-            return
-        payload = result.__pydantic_serializer__.to_json(result)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 201,
-                "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+    def parse(self, raw: bytes, scope: Scope) -> sdk.SdkDataRequest | None:
+        return _parse(raw)
 
-    def _handler_for(self, exc: Exception) -> Callable[..., Any] | None:
-        for cls in type(exc).__mro__:
-            if cls in self.handlers:
-                return self.handlers[cls]
-        return None
-
-
-def _json_content_length(scope: Scope) -> int | None:
-    """The declared length of a body declared as JSON, else None."""
-    length: int | None = None
-    json = False
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                return None
-        elif name == b"content-type":
-            json = value.split(b";", 1)[0].strip().lower() == b"application/json"
-    return length if json else None
-
-
-async def _read_body(receive: Receive, declared: int) -> tuple[bytes, list[Message], bool]:
-    """The body as received; ``complete`` is False when the client disconnected or sent more than it declared."""
-    messages: list[Message] = []
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return b"", messages, False
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > declared:
-            return b"", messages, False
-        if not message.get("more_body", False):
-            return b"".join(chunks), messages, True
+    async def serve(self, request: sdk.SdkDataRequest) -> bytes:
+        if self.group_commit is not None:
+            result = await self.group_commit.submit(request)
+        else:
+            result = await run_in_threadpool(ingest_device_data, self.runtime, request)
+        return result.__pydantic_serializer__.to_json(result)
 
 
 def _parse(raw: bytes) -> sdk.SdkDataRequest | None:
@@ -244,14 +172,3 @@ def _parse(raw: bytes) -> sdk.SdkDataRequest | None:
         return sdk.SdkDataRequest.model_validate(decode_json(raw))
     except Exception:
         return None
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replayed() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replayed
