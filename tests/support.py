@@ -24,7 +24,16 @@ from cohortflow.platform.store.schema import cohort_members, cohorts, partners
 from cohortflow.platform.workspaces import create_workspace
 from cohortflow.settings import PlatformSettings
 
-__all__ = ["ServerProcess", "Tenant", "free_port", "fresh_database", "make_tenant", "open_runtime", "start_server"]
+__all__ = [
+    "ServerProcess",
+    "Tenant",
+    "chunked",
+    "free_port",
+    "fresh_database",
+    "make_tenant",
+    "open_runtime",
+    "start_server",
+]
 
 POSTGRES_ENV = "COHORTFLOW_TEST_POSTGRES_URL"
 REQUIRE_POSTGRES_ENV = "COHORTFLOW_REQUIRE_POSTGRES"
@@ -151,3 +160,8 @@ def sqlite_structure(path: Path, version_table: str = "alembic_version") -> dict
         return out
     finally:
         db.close()
+
+
+def chunked(raw: bytes) -> Iterator[bytes]:
+    """``raw`` as a request body without ``Content-Length``: the lanes hand such a request on to its route."""
+    yield raw

@@ -14,7 +14,7 @@ from cohortflow.platform.errors import AuthenticationFailed, InvalidRequest
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.sdk import SdkDataRequest, SdkDataResponse
 from cohortflow.platform.store.schema import user_devices, user_events, users
-from tests.support import Tenant, make_tenant
+from tests.support import Tenant, chunked, make_tenant
 
 
 def sdk(client: httpx.Client, tenant: Tenant, **body: Any) -> httpx.Response:
@@ -314,3 +314,22 @@ def test_a_batch_without_failures_commits_every_request(runtime: PlatformRuntime
     outcomes = ingest_device_data_batch(runtime, bodies)
     assert all(isinstance(o, SdkDataResponse) and o.user_created for o in outcomes)
     assert user_count(runtime, tenant) == 3
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"18446744073709551616", b"1e400", b"NaN"],
+    ids=["past-64-bits", "overflowing-float", "nan"],
+)
+def test_the_lane_and_the_route_answer_numbers_json_decoders_disagree_on_alike(
+    client: httpx.Client, runtime: PlatformRuntime, value: bytes
+) -> None:
+    outcomes = []
+    for lane in (True, False):
+        tenant = make_tenant(runtime)
+        raw = b'{"api_key": "%s", "device_id": "d-n", "attributes": {"n": %s}}' % (tenant.app_key.encode(), value)
+        r = client.post(
+            "/sdk/data", content=raw if lane else chunked(raw), headers={"content-type": "application/json"}
+        )
+        outcomes.append((r.status_code, r.json().get("message"), user_count(runtime, tenant)))
+    assert outcomes[0] == outcomes[1], outcomes

@@ -9,7 +9,6 @@ that start alike, and the answers and the stored users compared.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,7 +24,7 @@ from cohortflow.platform.api.track_lane import UsersTrackLane
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.store.schema import user_events, users
 from cohortflow.platform.workspaces import authenticate_rest_key, create_rest_api_key, revoke_rest_api_key
-from tests.support import Tenant, make_tenant
+from tests.support import Tenant, chunked, make_tenant
 
 SEED = {
     "attributes": [
@@ -81,13 +80,9 @@ _bodies = st.one_of(
 )
 
 
-def _chunked(raw: bytes) -> Iterator[bytes]:
-    yield raw
-
-
 def _send(client: httpx.Client, tenant: Tenant, raw: bytes, *, lane: bool) -> httpx.Response:
     headers = {"Authorization": f"Bearer {tenant.rest_api_key}", "Content-Type": "application/json"}
-    return client.post("/users/track", content=raw if lane else _chunked(raw), headers=headers)
+    return client.post("/users/track", content=raw if lane else chunked(raw), headers=headers)
 
 
 def _stored(runtime: PlatformRuntime, tenant: Tenant) -> tuple[list[dict[str, Any]], int]:

@@ -22,8 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Scope
 
 from cohortflow.platform import sdk
-from cohortflow.platform.api.body import decode_json
-from cohortflow.platform.api.lane_io import JsonLane
+from cohortflow.platform.api.lane_io import JsonLane, route_json
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.store.engine import WriterBusy
 from cohortflow.platform.workspaces import authenticate_app_key
@@ -166,9 +165,8 @@ class SdkDataLane(JsonLane[sdk.SdkDataRequest]):
 
 def _parse(raw: bytes) -> sdk.SdkDataRequest | None:
     """The request, or None when the body needs the route's error messages. Any failure qualifies: the route
-    decodes and validates again and answers it (and a JSON document orjson refuses but the route's decoder
-    accepts, such as ``NaN``, gets the route's answer too)."""
+    decodes and validates again and answers it."""
     try:
-        return sdk.SdkDataRequest.model_validate(decode_json(raw))
+        return sdk.SdkDataRequest.model_validate(route_json(raw))
     except Exception:
         return None

@@ -11,7 +11,6 @@ Anything else goes on to the route in :mod:`cohortflow.platform.api.routes.users
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Scope
 
 from cohortflow.platform import tracking
-from cohortflow.platform.api.lane_io import JsonLane
+from cohortflow.platform.api.lane_io import JsonLane, route_json
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.workspaces import authenticate_rest_key
 
@@ -63,9 +62,7 @@ class UsersTrackLane(JsonLane[tuple[str, tracking.TrackRequest]]):
         if key is None:
             return None  # the route answers a missing key
         try:
-            # The route's decoder (Starlette's ``Request.json``), not orjson: orjson reads an integer past 64
-            # bits as a float, which would be stored where the route refuses the body.
-            return key, tracking.TrackRequest.model_validate(json.loads(raw))
+            return key, tracking.TrackRequest.model_validate(route_json(raw))
         except Exception:
             return None  # the route decodes and validates again, and answers it
 
