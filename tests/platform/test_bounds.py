@@ -59,8 +59,17 @@ CASES: list[tuple[str, str, Any, str]] = [
     (
         "POST",
         "/users/track",
-        {"purchases": [{"external_id": "bounds-u1", "product_id": "p", "currency": "USD", "price": 1e308,
-                        "time": "2024-01-01T00:00:00Z"}]},
+        {
+            "purchases": [
+                {
+                    "external_id": "bounds-u1",
+                    "product_id": "p",
+                    "currency": "USD",
+                    "price": 1e308,
+                    "time": "2024-01-01T00:00:00Z",
+                }
+            ]
+        },
         "price",
     ),
     (
@@ -93,8 +102,9 @@ def test_out_of_range_is_a_clear_400_that_changes_nothing(
     def counts() -> list[int]:
         with runtime.engine.connect() as conn:
             return [
-                conn.execute(select(func.count()).select_from(t).where(t.c.workspace_id == tenant.workspace_id))
-                .scalar_one()
+                conn.execute(
+                    select(func.count()).select_from(t).where(t.c.workspace_id == tenant.workspace_id)
+                ).scalar_one()
                 for t in (users, user_events, segments, canvases)
             ]
 

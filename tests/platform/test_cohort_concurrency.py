@@ -167,6 +167,7 @@ def test_eight_concurrent_clients_end_in_a_serial_order(
 
 # ----------------------------------------------------------------------------------------- bounded lock wait
 
+
 @pytest.fixture(scope="module")
 def impatient_server(database_url: str, runtime: PlatformRuntime) -> Iterator[ServerProcess]:
     proc = start_server(database_url, extra_env={"COHORTFLOW_PLATFORM__COHORT_LOCK_WAIT_SECONDS": "0.5"})
@@ -180,10 +181,18 @@ def test_lock_held_past_the_bounded_wait_is_423_and_changes_nothing(
     tenant = make_tenant(runtime)
     ids = add_users(runtime, tenant.workspace_id, ["l1", "l2"])
     with httpx.Client(base_url=impatient_server.base_url, timeout=30) as client:
-        assert client.post(COHORTS_USERS.format(tenant.partner),
-                           json=users_body(tenant, "held", {"user_ids": ["l1"]})).status_code == 201
-        assert client.post(COHORTS_USERS.format(tenant.partner),
-                           json=users_body(tenant, "free", {"user_ids": ["l1"]})).status_code == 201
+        assert (
+            client.post(
+                COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "held", {"user_ids": ["l1"]})
+            ).status_code
+            == 201
+        )
+        assert (
+            client.post(
+                COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "free", {"user_ids": ["l1"]})
+            ).status_code
+            == 201
+        )
         pk = cohort_pk(runtime, tenant, "held")
         before = snapshot(runtime, tenant.workspace_id)
 
@@ -193,8 +202,7 @@ def test_lock_held_past_the_bounded_wait_is_423_and_changes_nothing(
             holder.begin()
             holder.execute(select(cohorts.c.id).where(cohorts.c.id == pk).with_for_update())
             started = time.monotonic()
-            r = client.post(COHORTS_USERS.format(tenant.partner),
-                            json=users_body(tenant, "held", {"user_ids": ["l2"]}))
+            r = client.post(COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "held", {"user_ids": ["l2"]}))
             assert time.monotonic() - started >= 0.4  # it waited before giving up
             assert r.status_code == 423
             assert r.json() == {"message": Messages.RESOURCE_LOCKED}
@@ -203,8 +211,9 @@ def test_lock_held_past_the_bounded_wait_is_423_and_changes_nothing(
             assert (r.status_code, r.json()) == (423, {"message": Messages.RESOURCE_LOCKED})
             if backend == "postgres":
                 # The lock is per cohort: another cohort of the same workspace is not held up.
-                r = client.post(COHORTS_USERS.format(tenant.partner),
-                                json=users_body(tenant, "free", {"user_ids": ["l2"]}))
+                r = client.post(
+                    COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "free", {"user_ids": ["l2"]})
+                )
                 assert r.status_code == 201
                 before = snapshot(runtime, tenant.workspace_id)
             holder.rollback()
@@ -216,6 +225,7 @@ def test_lock_held_past_the_bounded_wait_is_423_and_changes_nothing(
 
 
 # ----------------------------------------------------------------- imports against merges and deletions
+
 
 def _hold_membership_lock(runtime: PlatformRuntime, workspace_id: str, *, exclusive: bool) -> Any:
     """A transaction holding the workspace's membership lock, as a merge (exclusive) or an import would."""
@@ -251,9 +261,7 @@ def test_an_import_waits_for_a_merge_in_flight(
         assert members(runtime, tenant, "c") == {ids["m1"]}
 
 
-def test_a_merge_waits_for_the_imports_in_flight(
-    server: ServerProcess, runtime: PlatformRuntime, backend: str
-) -> None:
+def test_a_merge_waits_for_the_imports_in_flight(server: ServerProcess, runtime: PlatformRuntime, backend: str) -> None:
     if backend != "postgres":
         pytest.skip("on SQLite every transaction holds the one writer lock")
     tenant = make_tenant(runtime)
@@ -292,6 +300,7 @@ def test_a_merge_waits_for_the_imports_in_flight(
 
 # ------------------------------------------------------------------------------------ killed server process
 
+
 def test_server_killed_during_requests_leaves_no_partial_batch(database_url: str, runtime: PlatformRuntime) -> None:
     tenant = make_tenant(runtime)
     workers = 4
@@ -314,8 +323,9 @@ def test_server_killed_during_requests_leaves_no_partial_batch(database_url: str
                 with sent_lock:
                     sent[tag] = request
                 try:
-                    r = client.post(COHORTS_USERS.format(tenant.partner),
-                                    json=users_body(tenant, "crash", *request.changes))
+                    r = client.post(
+                        COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "crash", *request.changes)
+                    )
                 except httpx.TransportError as exc:
                     request.error = type(exc).__name__
                     return

@@ -35,9 +35,14 @@ def test_members_carry_their_identifiers_and_devices_only_when_anonymous(
     add_user(runtime, ws, None, aliases=[("crm-2", "crm_id")])  # alias-only
     add_user(runtime, ws, None, devices=["dev-b", "dev-a"])  # anonymous
     later = add_user(runtime, ws, None, devices=["dev-later"])
-    r = post_users(client, tenant, "mix", {"user_ids": ["ext-1"]}, {"aliases": [{"alias_name": "crm-2",
-                                                                                 "alias_label": "crm_id"}]},
-                   {"device_ids": ["dev-a", "dev-later"]})
+    r = post_users(
+        client,
+        tenant,
+        "mix",
+        {"user_ids": ["ext-1"]},
+        {"aliases": [{"alias_name": "crm-2", "alias_label": "crm_id"}]},
+        {"device_ids": ["dev-a", "dev-later"]},
+    )
     assert r.json()["added"] == 4, r.text
     identify(runtime, later, "ext-later")  # identified after the import: its device no longer matches
 
@@ -49,9 +54,14 @@ def test_members_carry_their_identifiers_and_devices_only_when_anonymous(
         "cohort_id": "mix",
         "exists": True,
         "members": [
-            {"external_id": "ext-1", "device_ids": [],
-             "aliases": [{"alias_name": "crm-1", "alias_label": "crm_id"},
-                         {"alias_name": "1@x", "alias_label": "email"}]},
+            {
+                "external_id": "ext-1",
+                "device_ids": [],
+                "aliases": [
+                    {"alias_name": "crm-1", "alias_label": "crm_id"},
+                    {"alias_name": "1@x", "alias_label": "email"},
+                ],
+            },
             {"external_id": None, "aliases": [{"alias_name": "crm-2", "alias_label": "crm_id"}], "device_ids": []},
             {"external_id": None, "aliases": [], "device_ids": ["dev-a", "dev-b"]},
             {"external_id": "ext-later", "aliases": [], "device_ids": []},
@@ -66,7 +76,7 @@ def test_pagination_returns_each_member_exactly_once(
     ids = [f"p{i:05d}" for i in range(3000)]
     add_users(runtime, tenant.workspace_id, ids)
     for start in range(0, len(ids), 1000):
-        assert post_users(client, tenant, "big", {"user_ids": ids[start:start + 1000]}).status_code == 201
+        assert post_users(client, tenant, "big", {"user_ids": ids[start : start + 1000]}).status_code == 201
     post_users(client, tenant, "big", {"user_ids": ids[:10], "should_remove": True})
 
     for limit in (137, 1000):
@@ -101,7 +111,11 @@ def test_an_exact_last_page_has_no_next_cursor(client: httpx.Client, runtime: Pl
 
 def test_a_cohort_never_created_is_empty_not_an_error(client: httpx.Client, tenant: Tenant) -> None:
     assert export(client, tenant, "never").json() == {
-        "message": "success", "cohort_id": "never", "exists": False, "members": [], "next_cursor": None,
+        "message": "success",
+        "cohort_id": "never",
+        "exists": False,
+        "members": [],
+        "next_cursor": None,
     }
 
 
@@ -144,8 +158,20 @@ def test_wrong_keys_get_the_contract_messages(client: httpx.Client, runtime: Pla
         ({"cohort_id": 7}, Messages.COHORT_ID_INVALID),
         ({"offset": 3}, "Unknown field(s) in request body: offset"),
     ],
-    ids=["limit-0", "limit-big", "limit-string", "limit-bool", "limit-float", "cursor-garbage", "cursor-number",
-         "cursor-empty", "cursor-past-bigint", "cohort-empty", "cohort-number", "unknown-field"],
+    ids=[
+        "limit-0",
+        "limit-big",
+        "limit-string",
+        "limit-bool",
+        "limit-float",
+        "cursor-garbage",
+        "cursor-number",
+        "cursor-empty",
+        "cursor-past-bigint",
+        "cohort-empty",
+        "cohort-number",
+        "unknown-field",
+    ],
 )
 def test_bad_fields_are_400(client: httpx.Client, tenant: Tenant, fields: dict[str, Any], message: str) -> None:
     r = client.post(MEMBERS.format(tenant.partner), json={**tenant.creds(), "cohort_id": "c", **fields})

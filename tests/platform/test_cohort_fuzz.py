@@ -23,28 +23,30 @@ from tests.support import ServerProcess, Tenant, make_tenant
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
-)
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
 json_values = st.recursive(
-    json_scalars, lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
+    json_scalars,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
     max_leaves=25,
 )
 # Identifiers as clients could mangle them: empty, whitespace, NUL, astral characters, very long.
 identifiers = st.text(max_size=40) | st.sampled_from(["", " ", "\x00", "a\x00b", "😀", "x" * 3000, "known-fuzz"])
 aliases = st.fixed_dictionaries({"alias_name": identifiers, "alias_label": identifiers}) | json_values
-changes = st.lists(
-    st.fixed_dictionaries(
-        {},
-        optional={
-            "user_ids": st.lists(identifiers, max_size=6) | json_values,
-            "device_ids": st.lists(identifiers, max_size=6) | json_values,
-            "aliases": st.lists(aliases, max_size=4) | json_values,
-            "should_remove": st.booleans() | json_values,
-        },
-    ),
-    max_size=4,
-) | json_values
+changes = (
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "user_ids": st.lists(identifiers, max_size=6) | json_values,
+                "device_ids": st.lists(identifiers, max_size=6) | json_values,
+                "aliases": st.lists(aliases, max_size=4) | json_values,
+                "should_remove": st.booleans() | json_values,
+            },
+        ),
+        max_size=4,
+    )
+    | json_values
+)
 ENDPOINTS = ["cohorts", "cohorts/users", "cohorts/list"]
 
 
@@ -86,8 +88,15 @@ def test_arbitrary_json_bodies(fuzz_client: httpx.Client, fuzz_tenant: Tenant, e
     drop=st.sets(st.sampled_from(["cohort_id", "cohort_changes", "name", "created_at"])),
 )
 def test_valid_keys_with_fuzzed_fields(
-    fuzz_client: httpx.Client, fuzz_tenant: Tenant, endpoint: str, cohort_id: Any, cohort_changes: Any,
-    name: Any, created_at: Any, extra: dict[str, Any], drop: set[str],
+    fuzz_client: httpx.Client,
+    fuzz_tenant: Tenant,
+    endpoint: str,
+    cohort_id: Any,
+    cohort_changes: Any,
+    name: Any,
+    created_at: Any,
+    extra: dict[str, Any],
+    drop: set[str],
 ) -> None:
     body = {**extra, "cohort_id": cohort_id, "cohort_changes": cohort_changes, "name": name, "created_at": created_at}
     body = {k: v for k, v in body.items() if k not in drop}

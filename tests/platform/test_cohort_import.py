@@ -50,16 +50,27 @@ def add_user(
     with runtime.transaction() as conn:
         user_id = conn.execute(
             insert(users)
-            .values(workspace_id=workspace_id, braze_id=uuid.uuid4().hex, external_id=external_id,
-                    created_at=now, updated_at=now)
+            .values(
+                workspace_id=workspace_id,
+                braze_id=uuid.uuid4().hex,
+                external_id=external_id,
+                created_at=now,
+                updated_at=now,
+            )
             .returning(users.c.id)
         ).scalar_one()
         for name, label in aliases:
-            conn.execute(insert(user_aliases).values(workspace_id=workspace_id, alias_name=name, alias_label=label,
-                                                     user_id=user_id, created_at=now))
+            conn.execute(
+                insert(user_aliases).values(
+                    workspace_id=workspace_id, alias_name=name, alias_label=label, user_id=user_id, created_at=now
+                )
+            )
         for device_id in devices:
-            conn.execute(insert(user_devices).values(workspace_id=workspace_id, device_id=device_id, user_id=user_id,
-                                                     created_at=now, last_seen_at=now))
+            conn.execute(
+                insert(user_devices).values(
+                    workspace_id=workspace_id, device_id=device_id, user_id=user_id, created_at=now, last_seen_at=now
+                )
+            )
     return int(user_id)
 
 
@@ -67,8 +78,15 @@ def add_users(runtime: PlatformRuntime, workspace_id: str, external_ids: Iterabl
     """Many identified users at once: external id -> user id."""
     now = utcnow()
     rows = [
-        {"workspace_id": workspace_id, "braze_id": uuid.uuid4().hex, "external_id": e, "created_at": now,
-         "updated_at": now, "custom_attributes": {}, "random_bucket": 0}
+        {
+            "workspace_id": workspace_id,
+            "braze_id": uuid.uuid4().hex,
+            "external_id": e,
+            "created_at": now,
+            "updated_at": now,
+            "custom_attributes": {},
+            "random_bucket": 0,
+        }
         for e in external_ids
     ]
     with runtime.transaction() as conn:
@@ -92,8 +110,11 @@ def cohort_pk(runtime: PlatformRuntime, tenant: Tenant, cohort_id: str) -> int |
         pk = conn.execute(
             select(cohorts.c.id)
             .join(partners, partners.c.id == cohorts.c.partner_id)
-            .where(cohorts.c.workspace_id == tenant.workspace_id, partners.c.name == tenant.partner,
-                   cohorts.c.cohort_id == cohort_id)
+            .where(
+                cohorts.c.workspace_id == tenant.workspace_id,
+                partners.c.name == tenant.partner,
+                cohorts.c.cohort_id == cohort_id,
+            )
         ).scalar_one_or_none()
     return None if pk is None else int(pk)
 
@@ -103,8 +124,10 @@ def members(runtime: PlatformRuntime, tenant: Tenant, cohort_id: str) -> set[int
     if pk is None:
         return set()
     with runtime.transaction() as conn:
-        return {int(u) for u in conn.execute(select(cohort_members.c.user_id)
-                                             .where(cohort_members.c.cohort_pk == pk)).scalars()}
+        return {
+            int(u)
+            for u in conn.execute(select(cohort_members.c.user_id).where(cohort_members.c.cohort_pk == pk)).scalars()
+        }
 
 
 def audit_rows(runtime: PlatformRuntime, tenant: Tenant, cohort_id: str) -> list[dict[str, Any]]:
@@ -113,9 +136,12 @@ def audit_rows(runtime: PlatformRuntime, tenant: Tenant, cohort_id: str) -> list
     if pk is None:
         return []
     with runtime.transaction() as conn:
-        return [dict(r) for r in conn.execute(
-            select(cohort_imports).where(cohort_imports.c.cohort_pk == pk).order_by(cohort_imports.c.id)
-        ).mappings()]
+        return [
+            dict(r)
+            for r in conn.execute(
+                select(cohort_imports).where(cohort_imports.c.cohort_pk == pk).order_by(cohort_imports.c.id)
+            ).mappings()
+        ]
 
 
 @dataclass(frozen=True)
@@ -147,9 +173,9 @@ def snapshot(runtime: PlatformRuntime, workspace_id: str) -> Snapshot:
             select(func.count()).select_from(cohort_imports).where(cohort_imports.c.workspace_id == workspace_id)
         ).scalar_one()
         keys = conn.execute(
-            select(func.count()).select_from(data_import_keys).where(
-                data_import_keys.c.workspace_id == workspace_id, data_import_keys.c.invalidated_at.is_(None)
-            )
+            select(func.count())
+            .select_from(data_import_keys)
+            .where(data_import_keys.c.workspace_id == workspace_id, data_import_keys.c.invalidated_at.is_(None))
         ).scalar_one()
     return Snapshot(
         users=int(user_count),
@@ -186,15 +212,30 @@ def test_matches_external_id_alias_and_anonymous_device(
     alias_only = add_user(runtime, tenant.workspace_id, None, aliases=[("crm-3", "crm_id")])
     anonymous = add_user(runtime, tenant.workspace_id, None, devices=["dev-anon"])
 
-    r = post_users(client, tenant, "c", {
-        "user_ids": ["ext-1"],
-        "aliases": [{"alias_name": "crm-2", "alias_label": "crm_id"}, {"alias_name": "crm-3", "alias_label": "crm_id"}],
-        "device_ids": ["dev-anon"],
-    })
+    r = post_users(
+        client,
+        tenant,
+        "c",
+        {
+            "user_ids": ["ext-1"],
+            "aliases": [
+                {"alias_name": "crm-2", "alias_label": "crm_id"},
+                {"alias_name": "crm-3", "alias_label": "crm_id"},
+            ],
+            "device_ids": ["dev-anon"],
+        },
+    )
 
     assert r.status_code == 201, r.text
-    assert r.json() == {"message": "success", "received": 4, "matched": 4, "unmatched": 0,
-                        "added": 4, "removed": 0, "unchanged": 0}
+    assert r.json() == {
+        "message": "success",
+        "received": 4,
+        "matched": 4,
+        "unmatched": 0,
+        "added": 4,
+        "removed": 0,
+        "unchanged": 0,
+    }
     assert members(runtime, tenant, "c") == {by_external, by_alias, alias_only, anonymous}
 
 
@@ -227,15 +268,31 @@ def test_unknown_identifiers_are_skipped_counted_and_never_create_users(
     known = add_user(runtime, tenant.workspace_id, "known")
     before = snapshot(runtime, tenant.workspace_id).users
 
-    r = post_users(client, tenant, "c", {
-        "user_ids": ["known", "ghost-1"],
-        "device_ids": ["ghost-device"],
-        "aliases": [{"alias_name": "ghost", "alias_label": "crm_id"}, {"alias_name": "x" * 600, "alias_label": "y"}],
-    }, {"user_ids": ["ghost-2", "\u0000nul", "z" * 2000], "should_remove": True})
+    r = post_users(
+        client,
+        tenant,
+        "c",
+        {
+            "user_ids": ["known", "ghost-1"],
+            "device_ids": ["ghost-device"],
+            "aliases": [
+                {"alias_name": "ghost", "alias_label": "crm_id"},
+                {"alias_name": "x" * 600, "alias_label": "y"},
+            ],
+        },
+        {"user_ids": ["ghost-2", "\u0000nul", "z" * 2000], "should_remove": True},
+    )
 
     assert r.status_code == 201, r.text
-    assert r.json() == {"message": "success", "received": 8, "matched": 1, "unmatched": 7,
-                        "added": 1, "removed": 0, "unchanged": 0}
+    assert r.json() == {
+        "message": "success",
+        "received": 8,
+        "matched": 1,
+        "unmatched": 7,
+        "added": 1,
+        "removed": 0,
+        "unchanged": 0,
+    }
     assert snapshot(runtime, tenant.workspace_id).users == before
     assert members(runtime, tenant, "c") == {known}
     sample = audit_rows(runtime, tenant, "c")[-1]["unmatched_sample"]
@@ -259,27 +316,40 @@ def test_adds_and_removes_are_idempotent(client: httpx.Client, runtime: Platform
     assert members(runtime, tenant, "c") == {ids["b"], ids["c"]}
 
 
-def test_change_objects_apply_in_request_order(
-    client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant
-) -> None:
+def test_change_objects_apply_in_request_order(client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant) -> None:
     ids = add_users(runtime, tenant.workspace_id, ["x", "y"])
-    r = post_users(client, tenant, "c",
-                   {"user_ids": ["x"]}, {"user_ids": ["x"], "should_remove": True},
-                   {"user_ids": ["y"], "should_remove": True}, {"user_ids": ["y"]})
-    assert r.json() == {"message": "success", "received": 4, "matched": 4, "unmatched": 0,
-                        "added": 2, "removed": 1, "unchanged": 1}
+    r = post_users(
+        client,
+        tenant,
+        "c",
+        {"user_ids": ["x"]},
+        {"user_ids": ["x"], "should_remove": True},
+        {"user_ids": ["y"], "should_remove": True},
+        {"user_ids": ["y"]},
+    )
+    assert r.json() == {
+        "message": "success",
+        "received": 4,
+        "matched": 4,
+        "unmatched": 0,
+        "added": 2,
+        "removed": 1,
+        "unchanged": 1,
+    }
     assert members(runtime, tenant, "c") == {ids["y"]}
     # The same user named twice in one object (and via two identifier kinds) is one change.
     add_user(runtime, tenant.workspace_id, "z", aliases=[("zz", "crm_id")])
-    r = post_users(client, tenant, "c",
-                   {"user_ids": ["z", "z"], "aliases": [{"alias_name": "zz", "alias_label": "crm_id"}]})
+    r = post_users(
+        client, tenant, "c", {"user_ids": ["z", "z"], "aliases": [{"alias_name": "zz", "alias_label": "crm_id"}]}
+    )
     assert (r.json()["added"], r.json()["unchanged"]) == (1, 2)
 
 
 def test_cohorts_names_and_renames(client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant) -> None:
     for i, name in enumerate(["First name", "Renamed", "Renamed again"]):
-        r = client.post(COHORTS.format(tenant.partner),
-                        json=name_body(tenant, "c-named", name, f"2024-05-0{i + 1}T12:00:00+02:00"))
+        r = client.post(
+            COHORTS.format(tenant.partner), json=name_body(tenant, "c-named", name, f"2024-05-0{i + 1}T12:00:00+02:00")
+        )
         assert r.status_code == 201, r.text
         assert r.json() == {"message": "success"}
     with runtime.transaction() as conn:
@@ -315,8 +385,15 @@ def test_empty_changes_with_valid_keys_is_a_pure_credential_check(
     before = snapshot(runtime, tenant.workspace_id)
     r = post_users(client, tenant, probe)
     assert r.status_code == 201
-    assert r.json() == {"message": "success", "received": 0, "matched": 0, "unmatched": 0,
-                        "added": 0, "removed": 0, "unchanged": 0}
+    assert r.json() == {
+        "message": "success",
+        "received": 0,
+        "matched": 0,
+        "unmatched": 0,
+        "added": 0,
+        "removed": 0,
+        "unchanged": 0,
+    }
     # Change objects that name no identifier at all are the same check.
     r = post_users(client, tenant, probe, {"user_ids": []}, {"device_ids": [], "aliases": [], "should_remove": True})
     assert r.status_code == 201
@@ -344,9 +421,11 @@ def test_exactly_1000_identifiers_pass_and_1001_fail(
     client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant
 ) -> None:
     add_users(runtime, tenant.workspace_id, [f"u{i}" for i in range(400)])
-    thousand = [{"user_ids": [f"u{i}" for i in range(600)]},
-                {"device_ids": [f"d{i}" for i in range(200)], "should_remove": True},
-                {"aliases": [{"alias_name": f"a{i}", "alias_label": "l"} for i in range(200)]}]
+    thousand = [
+        {"user_ids": [f"u{i}" for i in range(600)]},
+        {"device_ids": [f"d{i}" for i in range(200)], "should_remove": True},
+        {"aliases": [{"alias_name": f"a{i}", "alias_label": "l"} for i in range(200)]},
+    ]
     r = post_users(client, tenant, "big", *thousand)
     assert r.status_code == 201, r.text
     assert (r.json()["received"], r.json()["matched"], r.json()["added"]) == (1000, 400, 400)
@@ -394,7 +473,10 @@ def test_audit_records_every_validated_import(client: httpx.Client, runtime: Pla
         pk = cohorts_domain.get_cohort(conn, tenant.workspace_id, tenant.partner, "audited").pk
         records = audit.recent_imports(conn, pk)
     assert [(r.received, r.matched, r.unmatched, r.added, r.removed, r.unchanged) for r in records] == [
-        (1, 0, 1, 0, 0, 0), (1, 1, 0, 0, 1, 0), (32, 2, 30, 2, 0, 0)]
+        (1, 0, 1, 0, 0, 0),
+        (1, 1, 0, 0, 1, 0),
+        (32, 2, 30, 2, 0, 0),
+    ]
     assert records[2].unmatched_sample == [{"user_id": f"ghost-{i}"} for i in range(20)]
     assert records[0].at >= records[1].at >= records[2].at
     rows = audit_rows(runtime, tenant, "audited")
@@ -406,8 +488,14 @@ def test_identifiers_too_long_to_store_are_unmatched_and_the_audit_keeps_them_sh
 ) -> None:
     add_user(runtime, tenant.workspace_id, "fits")
     huge = "x" * 1_000_000  # no column holds it, so no user can have it
-    r = post_users(client, tenant, "long-ids", {"user_ids": ["fits", huge]}, {"device_ids": [huge[:600_000]]},
-                   {"aliases": [{"alias_name": huge[:700_000], "alias_label": "l"}]})
+    r = post_users(
+        client,
+        tenant,
+        "long-ids",
+        {"user_ids": ["fits", huge]},
+        {"device_ids": [huge[:600_000]]},
+        {"aliases": [{"alias_name": huge[:700_000], "alias_label": "l"}]},
+    )
     assert r.status_code == 201, r.text
     assert (r.json()["received"], r.json()["matched"], r.json()["unmatched"]) == (4, 1, 3)
     (row,) = audit_rows(runtime, tenant, "long-ids")
@@ -421,8 +509,9 @@ def test_audit_retention_prunes_old_rows(client: httpx.Client, runtime: Platform
     post_users(client, tenant, "old", {"user_ids": ["ghost"]})
     first = audit_rows(runtime, tenant, "old")[0]
     with runtime.transaction() as conn:
-        conn.execute(update(cohort_imports).where(cohort_imports.c.id == first["id"])
-                     .values(at=utcnow() - timedelta(days=91)))
+        conn.execute(
+            update(cohort_imports).where(cohort_imports.c.id == first["id"]).values(at=utcnow() - timedelta(days=91))
+        )
         assert audit.prune_expired(conn, retention_days=90) >= 1
     assert [r["id"] for r in audit_rows(runtime, tenant, "old")] == [audit_rows(runtime, tenant, "old")[0]["id"]]
     assert len(audit_rows(runtime, tenant, "old")) == 1
@@ -432,12 +521,22 @@ def test_server_prunes_expired_audit_rows_on_its_own(
     database_url: str, runtime: PlatformRuntime, tenant: Tenant
 ) -> None:
     with runtime.transaction() as conn:
-        pk = cohorts_domain.name_cohort(conn, tenant.workspace_id, _partner_id(conn, tenant), "aged", "Aged",
-                                        utcnow())
+        pk = cohorts_domain.name_cohort(conn, tenant.workspace_id, _partner_id(conn, tenant), "aged", "Aged", utcnow())
         for days in (3, 1):
-            audit.record_import(conn, workspace_id=tenant.workspace_id, partner_id=_partner_id(conn, tenant),
-                                cohort_pk=pk, at=utcnow() - timedelta(days=days, hours=1), received=0, matched=0,
-                                unmatched=0, added=0, removed=0, unchanged=0, unmatched_sample=[])
+            audit.record_import(
+                conn,
+                workspace_id=tenant.workspace_id,
+                partner_id=_partner_id(conn, tenant),
+                cohort_pk=pk,
+                at=utcnow() - timedelta(days=days, hours=1),
+                received=0,
+                matched=0,
+                unmatched=0,
+                added=0,
+                removed=0,
+                unchanged=0,
+                unmatched_sample=[],
+            )
     # A new process prunes at its first import (then at most once a minute), after answering it.
     proc = start_server(database_url, extra_env={"COHORTFLOW_PLATFORM__AUDIT_RETENTION_DAYS": "2"})
     try:
@@ -469,8 +568,10 @@ def test_list_extension_shows_this_partners_cohorts(
     with runtime.transaction() as conn:
         _info, other_key = create_import_key(conn, tenant.workspace_id, other.partner)
     other_creds = {"partner_api_key": other.partner_api_key, "client_secret": other_key.plain}
-    r = client.post(COHORTS_USERS.format(other.partner),
-                    json={**other_creds, "cohort_id": "others", "cohort_changes": [{"user_ids": ["l1"]}]})
+    r = client.post(
+        COHORTS_USERS.format(other.partner),
+        json={**other_creds, "cohort_id": "others", "cohort_changes": [{"user_ids": ["l1"]}]},
+    )
     assert r.status_code == 201
 
     r = client.post(f"/partners/{tenant.partner}/cohorts/list", json=tenant.creds())
@@ -481,7 +582,10 @@ def test_list_extension_shows_this_partners_cohorts(
     with runtime.transaction() as conn:
         everything = cohorts_domain.list_cohorts(conn, tenant.workspace_id)
     assert {(c.partner, c.cohort_id) for c in everything} == {
-        (tenant.partner, "listed-a"), (tenant.partner, "listed-b"), (other.partner, "others")}
+        (tenant.partner, "listed-a"),
+        (tenant.partner, "listed-b"),
+        (other.partner, "others"),
+    }
 
 
 def test_success_carries_rate_limit_headers(client: httpx.Client, tenant: Tenant) -> None:
@@ -493,9 +597,11 @@ def test_success_carries_rate_limit_headers(client: httpx.Client, tenant: Tenant
 
 def test_openapi_documents_the_partner_api(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    for path, required in [("/partners/{partner}/cohorts", {"cohort_id", "name", "created_at"}),
-                           ("/partners/{partner}/cohorts/users", {"cohort_id", "cohort_changes"}),
-                           ("/partners/{partner}/cohorts/list", set())]:
+    for path, required in [
+        ("/partners/{partner}/cohorts", {"cohort_id", "name", "created_at"}),
+        ("/partners/{partner}/cohorts/users", {"cohort_id", "cohort_changes"}),
+        ("/partners/{partner}/cohorts/list", set()),
+    ]:
         post = paths[path]["post"]
         schema = post["requestBody"]["content"]["application/json"]["schema"]
         assert required | {"partner_api_key", "client_secret"} <= set(schema["required"])
@@ -504,6 +610,7 @@ def test_openapi_documents_the_partner_api(client: httpx.Client) -> None:
 
 
 # ------------------------------------------------------------------------- every row of the contract's error table
+
 
 def _error_cases() -> list[tuple[str, str, dict[str, Any], int, str]]:
     """(id, endpoint, body patch over a valid body, status, message); ``None`` values delete the key."""
@@ -521,37 +628,61 @@ def _error_cases() -> list[tuple[str, str, dict[str, Any], int, str]]:
         ("changes-ids-string", u, {"cohort_changes": [{"device_ids": "d"}]}, 400, changes),
         ("changes-alias-no-label", u, {"cohort_changes": [{"aliases": [{"alias_name": "x"}]}]}, 400, changes),
         ("changes-unknown-key", u, {"cohort_changes": [{"user_ids": ["a"], "emails": ["e"]}]}, 400, changes),
-        ("changes-remove-not-bool", u, {"cohort_changes": [{"user_ids": ["a"], "should_remove": "yes"}]}, 400,
-         changes),
-        ("too-many", u, {"cohort_changes": [{"user_ids": ["a"] * 500}, {"device_ids": ["d"] * 501}]}, 400,
-         Messages.TOO_MANY_IDENTIFIERS),
-        ("too-many-objects", u, {"cohort_changes": [{"user_ids": ["a"]}] + [{"user_ids": []}] * 100}, 400,
-         Messages.TOO_MANY_CHANGE_OBJECTS),
+        ("changes-remove-not-bool", u, {"cohort_changes": [{"user_ids": ["a"], "should_remove": "yes"}]}, 400, changes),
+        (
+            "too-many",
+            u,
+            {"cohort_changes": [{"user_ids": ["a"] * 500}, {"device_ids": ["d"] * 501}]},
+            400,
+            Messages.TOO_MANY_IDENTIFIERS,
+        ),
+        (
+            "too-many-objects",
+            u,
+            {"cohort_changes": [{"user_ids": ["a"]}] + [{"user_ids": []}] * 100},
+            400,
+            Messages.TOO_MANY_CHANGE_OBJECTS,
+        ),
         ("name-missing", n, {"name": None}, 400, Messages.NAME_INVALID),
         ("name-empty", n, {"name": ""}, 400, Messages.NAME_INVALID),
         ("name-number", n, {"name": 5}, 400, Messages.NAME_INVALID),
         ("created-at-missing", n, {"created_at": None}, 400, Messages.CREATED_AT_INVALID),
         ("created-at-garbage", n, {"created_at": "yesterday"}, 400, Messages.CREATED_AT_INVALID),
         ("created-at-number", n, {"created_at": 1714564800}, 400, Messages.CREATED_AT_INVALID),
-        ("created-at-past-year-9999-in-utc", n, {"created_at": "9999-12-31T23:59:59-14:00"}, 400,
-         Messages.CREATED_AT_INVALID),
+        (
+            "created-at-past-year-9999-in-utc",
+            n,
+            {"created_at": "9999-12-31T23:59:59-14:00"},
+            400,
+            Messages.CREATED_AT_INVALID,
+        ),
         ("cohort-id-too-long", u, {"cohort_id": "c" * 513}, 400, Messages.COHORT_ID_INVALID),
-        ("users-bad-partner-key", u, {"partner_api_key": "cfpartner_not-a-real-key"}, 401,
-         Messages.INVALID_PARTNER_API_KEY),
+        (
+            "users-bad-partner-key",
+            u,
+            {"partner_api_key": "cfpartner_not-a-real-key"},
+            401,
+            Messages.INVALID_PARTNER_API_KEY,
+        ),
         ("users-missing-partner-key", u, {"partner_api_key": None}, 401, Messages.INVALID_PARTNER_API_KEY),
         ("name-bad-partner-key", n, {"partner_api_key": "nope"}, 401, Messages.INVALID_PARTNER_API_KEY),
-        ("users-bad-client-secret", u, {"client_secret": "cfdik_not-a-real-key"}, 401,
-         Messages.INVALID_CLIENT_SECRET),
+        ("users-bad-client-secret", u, {"client_secret": "cfdik_not-a-real-key"}, 401, Messages.INVALID_CLIENT_SECRET),
         ("users-missing-client-secret", u, {"client_secret": None}, 401, Messages.INVALID_CLIENT_SECRET),
         ("name-client-secret-number", n, {"client_secret": 42}, 401, Messages.INVALID_CLIENT_SECRET),
     ]
 
 
-@pytest.mark.parametrize(("endpoint", "patch", "status", "message"),
-                         [c[1:] for c in _error_cases()], ids=[c[0] for c in _error_cases()])
+@pytest.mark.parametrize(
+    ("endpoint", "patch", "status", "message"), [c[1:] for c in _error_cases()], ids=[c[0] for c in _error_cases()]
+)
 def test_error_table_rows_exact_message_and_no_change(
-    client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant,
-    endpoint: str, patch: dict[str, Any], status: int, message: str,
+    client: httpx.Client,
+    runtime: PlatformRuntime,
+    tenant: Tenant,
+    endpoint: str,
+    patch: dict[str, Any],
+    status: int,
+    message: str,
 ) -> None:
     member = add_user(runtime, tenant.workspace_id, "a")
     assert post_users(client, tenant, "c", {"user_ids": ["a"]}).status_code == 201
@@ -584,8 +715,10 @@ def test_partner_not_enabled_and_unauthorized_rows(
     before = snapshot(runtime, tenant.workspace_id)
 
     # A live key of this workspace, but issued for another partner.
-    body = {**users_body(tenant, "c", {"user_ids": ["a"], "should_remove": True}),
-            "client_secret": other_partner_key_for_ws.plain}
+    body = {
+        **users_body(tenant, "c", {"user_ids": ["a"], "should_remove": True}),
+        "client_secret": other_partner_key_for_ws.plain,
+    }
     r = client.post(COHORTS_USERS.format(tenant.partner), json=body)
     assert r.status_code == 401
     expected = Messages.PARTNER_NOT_ENABLED.format(masked_secret=mask_secret(other_partner_key_for_ws.plain))
@@ -594,16 +727,21 @@ def test_partner_not_enabled_and_unauthorized_rows(
     assert other_partner_key_for_ws.plain[:4] in r.text
 
     # A real partner API key, but of another partner than the path names.
-    body = {**users_body(tenant, "c", {"user_ids": ["a"], "should_remove": True}),
-            "partner_api_key": other.partner_api_key}
+    body = {
+        **users_body(tenant, "c", {"user_ids": ["a"], "should_remove": True}),
+        "partner_api_key": other.partner_api_key,
+    }
     for path in (COHORTS_USERS, COHORTS):
         r = client.post(path.format(tenant.partner), json={**body, "name": "n", "created_at": "2024-01-01"})
         assert (r.status_code, r.json()) == (401, {"message": Messages.UNAUTHORIZED})
     assert snapshot(runtime, tenant.workspace_id) == before
 
 
-@pytest.mark.parametrize("content", [b"not json", b"", b"[1, 2]", b'"text"', b"{\"a\": 1", b"\xff\xfe"],
-                         ids=["garbage", "empty", "array", "string", "truncated", "bad-utf8"])
+@pytest.mark.parametrize(
+    "content",
+    [b"not json", b"", b"[1, 2]", b'"text"', b'{"a": 1', b"\xff\xfe"],
+    ids=["garbage", "empty", "array", "string", "truncated", "bad-utf8"],
+)
 def test_body_not_a_json_object_is_400(
     client: httpx.Client, runtime: PlatformRuntime, tenant: Tenant, content: bytes
 ) -> None:

@@ -59,8 +59,9 @@ def _problem(response: Any) -> str | None:
     return None
 
 
-def _fuzz(operation: Any, mode: GenerationMode, base_url: str, session: requests.Session, tenant: Tenant,
-          operator_token: str) -> str | None:
+def _fuzz(
+    operation: Any, mode: GenerationMode, base_url: str, session: requests.Session, tenant: Tenant, operator_token: str
+) -> str | None:
     """Run ``operation`` with generated requests of ``mode``; the first problem found, or None."""
 
     @settings(

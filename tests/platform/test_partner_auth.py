@@ -43,8 +43,11 @@ def test_generated_key_works_and_invalidated_key_is_rejected_at_once(
         invalidate_import_key(conn, tenant.workspace_id, tenant.partner, str(info.id))
     before = snapshot(runtime, tenant.workspace_id)
     removal = {**body, "cohort_changes": [{"user_ids": ["k1"], "should_remove": True}]}
-    for path, payload in [(COHORTS_USERS, removal), (COHORTS, {**creds, **name_body(tenant, "c", "x"), **creds}),
-                          ("/partners/{}/cohorts/list", creds)]:
+    for path, payload in [
+        (COHORTS_USERS, removal),
+        (COHORTS, {**creds, **name_body(tenant, "c", "x"), **creds}),
+        ("/partners/{}/cohorts/list", creds),
+    ]:
         r = client.post(path.format(tenant.partner), json=payload)
         assert (r.status_code, r.json()) == (401, {"message": Messages.INVALID_CLIENT_SECRET})
     assert snapshot(runtime, tenant.workspace_id) == before
@@ -80,9 +83,10 @@ def test_a_key_for_partner_a_cannot_import_as_partner_b(
     change = {"cohort_id": "c", "cohort_changes": [{"user_ids": ["ab"]}]}
 
     # B's path with B's partner key but A's data import key: A's key does not enable partner B.
-    r = client.post(COHORTS_USERS.format(partner_b.partner),
-                    json={**change, "partner_api_key": partner_b.partner_api_key,
-                          "client_secret": tenant.client_secret})
+    r = client.post(
+        COHORTS_USERS.format(partner_b.partner),
+        json={**change, "partner_api_key": partner_b.partner_api_key, "client_secret": tenant.client_secret},
+    )
     assert r.status_code == 401
     assert r.json()["message"].startswith("Partner not enabled for client with client secret: ")
     # B's path with A's keys: A's partner key is not B's.
@@ -108,22 +112,30 @@ def test_a_key_of_workspace_w1_never_reads_or_changes_w2(
     w1_user = add_user(runtime, w1.workspace_id, "shared-ext", aliases=[("shared", "crm")], devices=["shared-dev"])
     w2_user = add_user(runtime, w2.workspace_id, "shared-ext", aliases=[("shared", "crm")])
     add_user(runtime, w2.workspace_id, None, devices=["w2-only-dev"])
-    r = client.post(COHORTS_USERS.format(w2.partner),
-                    json=users_body(w2, "same-id", {"user_ids": ["shared-ext"]}))
+    r = client.post(COHORTS_USERS.format(w2.partner), json=users_body(w2, "same-id", {"user_ids": ["shared-ext"]}))
     assert r.json()["added"] == 1
     client.post(COHORTS.format(w2.partner), json=name_body(w2, "same-id", "W2's cohort"))
     before_w2 = snapshot(runtime, w2.workspace_id)
 
-    r = client.post(COHORTS_USERS.format(w1.partner), json=users_body(
-        w1, "same-id",
-        {"user_ids": ["shared-ext"], "aliases": [{"alias_name": "shared", "alias_label": "crm"}],
-         "device_ids": ["w2-only-dev"]},
-    ))
+    r = client.post(
+        COHORTS_USERS.format(w1.partner),
+        json=users_body(
+            w1,
+            "same-id",
+            {
+                "user_ids": ["shared-ext"],
+                "aliases": [{"alias_name": "shared", "alias_label": "crm"}],
+                "device_ids": ["w2-only-dev"],
+            },
+        ),
+    )
     assert r.json()["matched"] == 2  # W1's own user, by external id and alias; W2's device is unknown here
     r = client.post(COHORTS.format(w1.partner), json=name_body(w1, "same-id", "W1's cohort"))
     assert r.status_code == 201
-    r = client.post(COHORTS_USERS.format(w1.partner),
-                    json=users_body(w1, "same-id", {"user_ids": ["shared-ext"], "should_remove": True}))
+    r = client.post(
+        COHORTS_USERS.format(w1.partner),
+        json=users_body(w1, "same-id", {"user_ids": ["shared-ext"], "should_remove": True}),
+    )
     assert r.json()["removed"] == 1
     listed = client.post(f"/partners/{w1.partner}/cohorts/list", json=w1.creds()).json()["cohorts"]
 
@@ -161,8 +173,10 @@ def test_rate_limit_per_partner_answers_429_with_headers(
         assert remaining == [4, 3, 2, 1, 0]
         before = snapshot(runtime, tenant.workspace_id)
 
-        r = client.post(COHORTS_USERS.format(tenant.partner),
-                        json=users_body(tenant, "c", {"user_ids": ["rl"], "should_remove": True}))
+        r = client.post(
+            COHORTS_USERS.format(tenant.partner),
+            json=users_body(tenant, "c", {"user_ids": ["rl"], "should_remove": True}),
+        )
         assert r.status_code == 429
         assert r.json() == {"message": Messages.RATE_LIMITED}
         assert r.headers["X-RateLimit-Limit"] == str(LIMIT)
@@ -181,15 +195,14 @@ def test_rate_limit_per_partner_answers_429_with_headers(
         assert r.headers["X-RateLimit-Remaining"] == str(LIMIT - 1)
 
 
-def test_rate_limit_counts_only_authenticated_partners(
-    limited_server: ServerProcess, runtime: PlatformRuntime
-) -> None:
+def test_rate_limit_counts_only_authenticated_partners(limited_server: ServerProcess, runtime: PlatformRuntime) -> None:
     """Requests with a wrong partner key cannot spend a partner's budget (they are rejected before counting)."""
     tenant = make_tenant(runtime)
     with httpx.Client(base_url=limited_server.base_url, timeout=30) as client:
         for _ in range(LIMIT + 2):
-            r = client.post(COHORTS_USERS.format(tenant.partner),
-                            json={**users_body(tenant, "c"), "partner_api_key": "forged"})
+            r = client.post(
+                COHORTS_USERS.format(tenant.partner), json={**users_body(tenant, "c"), "partner_api_key": "forged"}
+            )
             assert r.status_code == 401
         r = client.post(COHORTS_USERS.format(tenant.partner), json=users_body(tenant, "c"))
         assert r.status_code == 201

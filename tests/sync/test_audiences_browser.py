@@ -219,7 +219,7 @@ def _steps(page: Any, folder: Path, platform: dict[str, Any], tmp_path: Path) ->
     sample_ids = {int(t) for t in page.locator("#aud-sample tbody tr td:first-child").all_inner_texts()}
     assert sample_ids <= set(members)
     sql = page.locator("#aud-sql").inner_text()
-    assert '"country" = \'FR\'' in sql and "page_views" in sql
+    assert "\"country\" = 'FR'" in sql and "page_views" in sql
     screenshot(page, folder, "05-builder")
 
     page.get_by_label("Name").fill("fr_buyers")

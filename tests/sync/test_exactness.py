@@ -257,7 +257,7 @@ def test_any_series_of_faults_and_warehouse_changes_converges(
         with load_workspace(path, state_url=state) as ws:
             for model, rate, shape in steps:
                 # "revert": the next model undoes this step, as a warehouse fixing a bad load does.
-                for current in ([model, previous] if shape == "revert" else [model]):
+                for current in [model, previous] if shape == "revert" else [model]:
                     warehouse.set_range(sorted(current))
                     fake.fault_rate = rate
                     run_sync(ws, "vip")

@@ -40,8 +40,6 @@ def add_users(runtime: PlatformRuntime, workspace_id: str, specs: dict[str, dict
     return ids
 
 
-
-
 def import_cohort(client: httpx.Client, tenant: Tenant, cohort_id: str, name: str, external_ids: list[str]) -> None:
     """Name a cohort and add members through the partner cohort import API, as Hightouch does."""
     r = client.post(

@@ -227,9 +227,7 @@ def list_audiences(ws: WS) -> Listing[Audience]:
 @router.post("/audiences/preview", tags=["audiences"])
 def preview_audience(ws: WS, body: AudiencePreviewBody) -> AudienceSizeOut:
     """Size, sample rows and compiled SQL of a definition that is not saved; nothing is written."""
-    return AudienceSizeOut.of(
-        draft_size(ws, body.definition, name=body.name, split=body.split, sample=body.sample)
-    )
+    return AudienceSizeOut.of(draft_size(ws, body.definition, name=body.name, split=body.split, sample=body.sample))
 
 
 @router.get("/audiences/overlap", tags=["audiences"])
