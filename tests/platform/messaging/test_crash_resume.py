@@ -14,6 +14,8 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -58,6 +60,20 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+@contextmanager
+def running_workers(database_url: str, env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Worker processes sharing the sends: two on PostgreSQL, one on SQLite (one writer). The list is the
+    caller's to kill and replace in; whatever it holds at the end is stopped."""
+    workers = [start_worker(env) for _ in range(2 if database_url.startswith("postgresql") else 1)]
+    try:
+        yield workers
+    finally:
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            proc.wait(timeout=30)
+
+
 def _campaign(runtime: PlatformRuntime, tenant: Tenant, domain: str, message: dict[str, Any]) -> tuple[str, list[int]]:
     ids = add_users(
         runtime,
@@ -86,10 +102,9 @@ def _run_with_kills(
         send_id = request_send(conn, tenant.workspace_id, campaign_id).id
     env = worker_env(database_url, smtp_port)
     rng = random.Random(seed)
-    workers = [start_worker(env) for _ in range(2 if database_url.startswith("postgresql") else 1)]
     kills = 0
     deadline = time.monotonic() + 180
-    try:
+    with running_workers(database_url, env) as workers:
         while time.monotonic() < deadline:
             with runtime.engine.connect() as conn:
                 if get_send(conn, tenant.workspace_id, campaign_id, send_id).status == "completed":
@@ -101,11 +116,6 @@ def _run_with_kills(
                 workers[victim].wait()
                 kills += 1
                 workers[victim] = start_worker(env)
-    finally:
-        for proc in workers:
-            proc.terminate()
-        for proc in workers:
-            proc.wait(timeout=30)
     with runtime.engine.connect() as conn:
         assert get_send(conn, tenant.workspace_id, campaign_id, send_id).status == "completed"
     return send_id, kills

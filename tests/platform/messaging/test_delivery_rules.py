@@ -21,7 +21,7 @@ from cohortflow.settings import MessagingSettings
 from tests.platform.messaging.conftest import messaging_env
 from tests.platform.messaging.helpers import add_cohort, add_users, auth, create_segment, wait_for_send
 from tests.platform.messaging.sinks import WebhookSink
-from tests.platform.messaging.test_crash_resume import start_worker, worker_env
+from tests.platform.messaging.test_crash_resume import running_workers, worker_env
 from tests.support import Tenant, start_server
 
 
@@ -160,14 +160,8 @@ def test_a_worker_slower_than_its_lease_keeps_its_claims(
             COHORTFLOW_MESSAGING__DELIVERY_BATCH_SIZE="8",
             COHORTFLOW_MESSAGING__WEBHOOK_CONNECTIONS="2",
         )
-        workers = [start_worker(env) for _ in range(2 if database_url.startswith("postgresql") else 1)]
-        try:
+        with running_workers(database_url, env):
             done = wait_for_send(api, tenant, campaign_id, send_id)
-        finally:
-            for proc in workers:
-                proc.terminate()
-            for proc in workers:
-                proc.wait(timeout=30)
     finally:
         webhook_sink.on_call = None
     users = [c.body["user"] for c in webhook_sink.at(path)]
@@ -222,15 +216,9 @@ def test_frequency_caps_hold_across_campaigns_and_concurrent_workers(
         with runtime.transaction() as conn:
             sends = [request_send(conn, tenant.workspace_id, c).id for c in capped]
         env = worker_env(database_url, messaging_settings.smtp_port)
-        workers = [start_worker(env) for _ in range(2 if database_url.startswith("postgresql") else 1)]
-        try:
+        with running_workers(database_url, env):
             for campaign_id, send_id in zip(capped, sends, strict=True):
                 assert wait_for_send(api, tenant, campaign_id, send_id)["status"] == "completed"
-        finally:
-            for proc in workers:
-                proc.terminate()
-            for proc in workers:
-                proc.wait(timeout=30)
         calls = webhook_sink.at(path)
         per_user: dict[str, int] = {}
         for call in calls:
