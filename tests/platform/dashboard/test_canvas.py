@@ -101,6 +101,7 @@ def test_build_launch_and_watch_a_canvas(
     page.reload()
     expect(page.locator("#canvas-entered")).to_have_text("6")
     expect(page.locator('tr[data-step="step-1"] .count-sent')).to_have_text("6")
+    expect(page.get_by_text("worker run). Frequency caps apply to its messages.")).to_be_visible()
     screenshot(page, shots, "03-waiting")
     later = start + timedelta(days=1, minutes=1)
     canvas.advance_canvas(runtime.engine, messaging_settings, canvas_id, clock=lambda: later)
