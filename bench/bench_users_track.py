@@ -118,27 +118,13 @@ async def _raw_load(
                     if name.lower() == b"content-length":
                         length = int(value)
                 content = await reader.readexactly(length)
-                done = time.perf_counter()
                 status = int(status_line.split(b" ", 2)[1]) if status_line else 599
-                if not 200 <= status < 300:
-                    result.errors[status] = result.errors.get(status, 0) + 1
-                    result.first_error = result.first_error or f"{status}: {content[:300].decode(errors='replace')}"
-                elif window_start <= sent and done <= window_end:
-                    result.ok += 1
-                    result.latencies_ms.append((done - sent) * 1000)
-                    result.timeline.append((sent - window_start, (done - sent) * 1000))
+                result.record(status, content, sent, time.perf_counter(), (window_start, window_end))
         finally:
             writer.close()
 
     tasks = [asyncio.ensure_future(connection(own)) for own in bodies]
-    _done, pending = await asyncio.wait(tasks, timeout=warmup_s + duration_s + STUCK_AFTER_S)
-    result.unfinished = len(pending)
-    for task in pending:
-        task.cancel()
-    for task in _done:
-        if task.exception() is not None:
-            result.errors[599] = result.errors.get(599, 0) + 1
-            result.first_error = result.first_error or repr(task.exception())
+    await result.await_connections(tasks, warmup_s + duration_s + STUCK_AFTER_S)
     return result
 
 

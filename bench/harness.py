@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import subprocess
 import tempfile
 import time
 import uuid
@@ -21,7 +20,7 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from cohortflow.platform.process import start_server
+from cohortflow.platform.process import ChildProcess, start_server
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 STUCK_AFTER_S = 15.0
@@ -87,7 +86,7 @@ def postgres_settings(url: str) -> dict[str, str]:
 @dataclass
 class Server:
     base_url: str
-    process: subprocess.Popen[bytes]
+    process: ChildProcess
 
     def pids(self) -> list[int]:
         """The server process and its descendants (uvicorn workers)."""
@@ -185,6 +184,33 @@ class LoadResult:
     def requests_per_s(self) -> float:
         return self.ok / self.duration_s
 
+    def record(self, status: int, content: bytes, sent: float, done: float, window: tuple[float, float]) -> bool:
+        """Count one answer; True when it is a success inside the measured ``window`` (start, end)."""
+        if not 200 <= status < 300:
+            # Every failure counts, measured or not: a benchmark must not hide errors.
+            self.errors[status] = self.errors.get(status, 0) + 1
+            self.first_error = self.first_error or f"{status}: {content[:300].decode(errors='replace')}"
+            return False
+        if not (window[0] <= sent and done <= window[1]):
+            return False
+        self.ok += 1
+        self.latencies_ms.append((done - sent) * 1000)
+        self.timeline.append((sent - window[0], (done - sent) * 1000))
+        return True
+
+    async def await_connections(self, tasks: Sequence[asyncio.Future[None]], timeout: float) -> None:
+        """Wait for the connections' loops; requests still running ``timeout`` after the start are stuck: they
+        are counted as unfinished and cancelled, not awaited. A connection that died counts as an error."""
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        self.unfinished = len(pending)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            if task.exception() is not None:
+                self.errors[599] = self.errors.get(599, 0) + 1
+                self.first_error = self.first_error or repr(task.exception())
+
     def summary(self, units_per_request: int, unit: str) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
         return {
@@ -269,23 +295,10 @@ async def _load(
                     status, content = response.status_code, response.content
                 except httpx.HTTPError as exc:
                     status, content = 599, repr(exc).encode()
-                done = time.perf_counter()
-                if not 200 <= status < 300:
-                    # Every failure counts, measured or not: a benchmark must not hide errors.
-                    result.errors[status] = result.errors.get(status, 0) + 1
-                    result.first_error = result.first_error or f"{status}: {content[:300].decode(errors='replace')}"
-                elif window_start <= sent and done <= window_end:
-                    result.ok += 1
-                    result.latencies_ms.append((done - sent) * 1000)
-                    result.timeline.append((sent - window_start, (done - sent) * 1000))
-                    if keep_response is not None:
-                        result.responses.append(keep_response(content))
+                measured = result.record(status, content, sent, time.perf_counter(), (window_start, window_end))
+                if measured and keep_response is not None:
+                    result.responses.append(keep_response(content))
 
         tasks = [asyncio.ensure_future(connection(own)) for own in bodies]
-        # Requests still running this long after the window are stuck; they are counted, not awaited.
-        _done, pending = await asyncio.wait(tasks, timeout=warmup_s + duration_s + STUCK_AFTER_S)
-        result.unfinished = len(pending)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await result.await_connections(tasks, warmup_s + duration_s + STUCK_AFTER_S)
     return result
