@@ -69,7 +69,7 @@ def main() -> None:
                 sizes.add(count.size)
                 log(f"preview {runs['preview'][-1][0]:.3f} s, count {runs['count'][-1][0]:.3f} s")
         assert len(sizes) == 1, f"preview and count disagree: {sizes}"
-        seconds = {name: round(median([s for s, _ in rs]), 3) for name, rs in runs.items()}
+        medians = {name: round(median([s for s, _ in rs]), 3) for name, rs in runs.items()}
         report = {
             "bench": "audience_builder",
             "people": args.people,
@@ -78,9 +78,9 @@ def main() -> None:
             "machine": info,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             "audience_size": sizes.pop(),
-            "seconds": seconds,
+            "seconds": medians,
             "cpu_s": {name: round(median([c for _, c in rs]), 3) for name, rs in runs.items()},
-            "preview_over_count": round(seconds["preview"] / seconds["count"], 2),
+            "preview_over_count": round(medians["preview"] / medians["count"], 2),
         }
         print(json.dumps(report))
     finally:

@@ -26,6 +26,23 @@ def test_migrations_match_schema_module(runtime: PlatformRuntime) -> None:
     assert differences == []
 
 
+def test_migrations_give_postgres_tables_the_storage_parameters_of_the_schema_module(runtime: PlatformRuntime) -> None:
+    # compare_metadata does not look at WITH (fillfactor = ...), which decides whether updates are HOT.
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("storage parameters are PostgreSQL's")
+    declared = {
+        name: sorted(f"{k}={v}" for k, v in (table.dialect_options["postgresql"]["with"] or {}).items())
+        for name, table in metadata.tables.items()
+    }
+    with runtime.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT relname, coalesce(reloptions, '{}') FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s)",
+            (list(declared),),
+        ).all()
+    assert {name: sorted(options) for name, options in rows} == declared
+    assert declared["users"] == ["fillfactor=90"]
+
+
 # --- a brand-new SQLite database: the schema module in one go, the same as every migration in turn ------------
 
 

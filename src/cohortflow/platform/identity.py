@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -176,10 +177,15 @@ def new_user_values(workspace_id: str, external_id: str | None, now: datetime) -
 
 def new_identities(count: int) -> list[tuple[str, int]]:
     """``count`` fresh (braze_id, random bucket) pairs as :func:`new_user_values` draws them, the random bytes of
-    every braze_id drawn at once (a batch of users needs one system call, not one per user)."""
+    every braze_id drawn at once (a batch of users needs one system call, not one per user).
+
+    The buckets come from a generator seeded from the system's randomness: uniform like ``randbelow``, without
+    one system call per user. A bucket needs no secrecy, only independence from everything else about the user.
+    """
     width = BRAZE_ID_HEX_CHARS
     ids = secrets.token_hex(width // 2 * count)
-    return [(ids[i * width : (i + 1) * width], secrets.randbelow(RANDOM_BUCKETS)) for i in range(count)]
+    buckets = random.Random(secrets.randbits(128))
+    return [(ids[i * width : (i + 1) * width], buckets.randrange(RANDOM_BUCKETS)) for i in range(count)]
 
 
 def create_user(conn: Connection, workspace_id: str, *, now: datetime | None = None) -> int:
