@@ -126,6 +126,8 @@ def test_config_is_written_back_with_comments_and_secrets_beside_it(
     assert admin.post("/destinations/new/braze_users_track", data=attrs).url.path == "/app/destinations/attrs"
     to_attrs = admin.get("/syncs/new", params={"model": "customers", "destination": "attrs"}).text
     assert "Remove the attribute from them" in to_attrs and "Remove them from the cohort" not in to_attrs
+    assert "get the attribute set or removed" in to_attrs and "removed from the cohort" not in to_attrs
+    assert "added to or removed from the cohort" in form.text
     sync = {
         "csrf_token": _csrf(form.text),
         "name": "vip",
