@@ -76,15 +76,19 @@ def _object(external_id: str, rng: random.Random, country: str | None = None) ->
     }
 
 
-def give_profiles(runtime: PlatformRuntime, workspace_id: str) -> None:
+def give_profiles(runtime: PlatformRuntime, workspace_id: str, fillfactor: int | None = None) -> None:
     """Give the seeded users the email and country of :data:`PROFILE_SQL`, then leave the table as a long-lived
-    one is: rewritten to its fill factor (PostgreSQL), vacuumed and analyzed."""
+    one is: rewritten to its fill factor (PostgreSQL; ``fillfactor`` replaces the schema's), vacuumed and
+    analyzed."""
     dialect = runtime.engine.dialect.name
     with runtime.transaction() as conn:
         conn.execute(text(PROFILE_SQL[dialect]), {"ws": workspace_id})
     if dialect == "postgresql":
         with runtime.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM FULL users")
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if fillfactor is not None:
+                conn.exec_driver_sql(f"ALTER TABLE users SET (fillfactor = {int(fillfactor)})")
+            conn.exec_driver_sql("VACUUM FULL users")
     vacuum(runtime)
 
 
@@ -178,6 +182,9 @@ def main() -> None:
     parser.add_argument("--profile-dir", help="write py-spy profiles of the server here")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="the load generator's client")
     parser.add_argument("--short", action="store_true", help="CI: 3 s phases, 20k users")
+    parser.add_argument(
+        "--fillfactor", type=int, help="PostgreSQL: the users table's fill factor for this run (the schema's: 100)"
+    )
     args = parser.parse_args()
     if args.short:
         args.duration, args.warmup, args.users = 3.0, 1.0, 20_000
@@ -191,7 +198,7 @@ def main() -> None:
         runtime = PlatformRuntime.open(PlatformSettings(database_url=url))
         try:
             ws_id = seed_workspace(runtime, args.users)
-            give_profiles(runtime, ws_id)
+            give_profiles(runtime, ws_id, args.fillfactor)
             with runtime.transaction() as conn:
                 creds = new_credentials(conn, ws_id)
         finally:
@@ -243,6 +250,7 @@ def main() -> None:
             name: round(cores * 1000 / per_s, 2) for name, cores in phase["cpu_cores_used"].items() if cores is not None
         }
     report["client"] = args.client
+    report["users_fillfactor"] = args.fillfactor or 100
     report["load_average_at_end"] = os.getloadavg()
     # The target is the new users' and the updates' rate; the worst case is reported beside them.
     rates = [p.get("objects_per_s", 0) for p in report["phases"][:2]]

@@ -40,7 +40,7 @@ def test_migrations_give_postgres_tables_the_storage_parameters_of_the_schema_mo
             (list(declared),),
         ).all()
     assert {name: sorted(options) for name, options in rows} == declared
-    assert declared["users"] == ["fillfactor=90"]
+    assert declared["campaign_deliveries"] == ["fillfactor=50"]
 
 
 # --- a brand-new SQLite database: the schema module in one go, the same as every migration in turn ------------

@@ -149,9 +149,6 @@ dashboard_sessions = Table(
     Column("expires_at", TS, nullable=False),
 )
 
-#: The share of a users page filled by inserts (PostgreSQL).
-USERS_FILLFACTOR = 90
-
 users = Table(
     "users",
     metadata,
@@ -180,10 +177,6 @@ users = Table(
     # Unique indexes that also carry the user id (INCLUDE, PostgreSQL): cohort import's matching then reads
     # only the index, never the table. SQLite's indexes carry the rowid, which is the id, already.
     Index("uq_users_workspace_external_id", "workspace_id", "external_id", unique=True, postgresql_include=["id"]),
-    # Profiles are rewritten by every sync that changes them; room left on each page lets PostgreSQL keep the
-    # new version beside the old one, and when no indexed column changed (a custom attribute, a name) the
-    # update is HOT: no index entry is written (migration 0013).
-    postgresql_with={"fillfactor": USERS_FILLFACTOR},
 )
 
 user_aliases = Table(
