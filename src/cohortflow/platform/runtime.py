@@ -6,17 +6,20 @@ same domain functions with the same engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 
 from cohortflow.clock import Clock, utcnow
 from cohortflow.platform.ratelimit import PartnerRateLimiter
-from cohortflow.platform.store.engine import NO_WAIT, READ_ONLY, is_sqlite, make_engine, migrate
+from cohortflow.platform.store.engine import NO_WAIT, READ_ONLY, is_sqlite, make_engine, migrate, retry_collisions
 from cohortflow.settings import PlatformSettings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,6 +60,18 @@ class PlatformRuntime:
             conn.execution_options(**{NO_WAIT: True})
             with conn.begin():
                 yield conn
+
+    def in_transaction(self, work: Callable[[Connection], T]) -> T:
+        """``work`` in one :meth:`transaction`, run again from the start when PostgreSQL aborts it for a deadlock or
+        a serialization failure with a concurrent transaction (:func:`~cohortflow.platform.store.engine.
+        retry_collisions`): for requests whose only effects are in the database, such a collision is nobody's
+        error, and the caller should not see it."""
+
+        def attempt() -> T:
+            with self.transaction() as conn:
+                return work(conn)
+
+        return retry_collisions(attempt)
 
     @cached_property
     def single_writer(self) -> bool:

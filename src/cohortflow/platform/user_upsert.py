@@ -12,8 +12,9 @@ update-only object) returns None and is left to the general path.
 Lock order: upserts take their users in external id order. The general path locks the existing users it names
 in id order, then inserts the new ones in external id order; ids follow external ids within a batch of new
 users, so the two orders agree unless users created by different requests are named together with a new one
-in between. Then an upsert and a concurrent general-path request can deadlock; PostgreSQL detects it and one of
-them gets the retryable 503 of an unavailable database, and nothing is half-applied.
+in between. Then an upsert and a concurrent general-path request can deadlock; PostgreSQL detects it and aborts
+one of them, which leaves nothing half-applied and runs again (:func:`cohortflow.platform.store.engine.
+retry_collisions`).
 """
 
 from __future__ import annotations

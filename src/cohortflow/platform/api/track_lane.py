@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Scope
 
 from cohortflow.platform import tracking
 from cohortflow.platform.api.lane_io import JsonLane, route_json
 from cohortflow.platform.runtime import PlatformRuntime
+from cohortflow.platform.store.engine import retry_collisions
 from cohortflow.platform.workspaces import authenticate_rest_key
 
 PATH = "/users/track"
@@ -31,18 +33,27 @@ def track_with_rest_key(runtime: PlatformRuntime, rest_api_key: str, body: track
     The key is looked up by every request, just before its writes: a revoked key is refused at once (nothing is
     cached). A request that one statement applies (:func:`tracking.upsert_plan`) runs without a transaction
     around it, since that statement is all or nothing by itself: two round trips fewer (``BEGIN``, ``COMMIT``).
+    Either way, work that PostgreSQL aborts for a deadlock with a concurrent request runs again, as the route's.
     """
     now = runtime.clock()
     upsert = tracking.upsert_plan(runtime.engine.dialect.name, body)
     if upsert is not None and upsert.single_statement:
-        with runtime.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
-            workspace_id = authenticate_rest_key(conn, rest_api_key).workspace_id
-            result = tracking.apply_upsert(conn, workspace_id, upsert, now)
+        single = upsert
+
+        def one_statement() -> tracking.TrackResponse:
+            with runtime.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                workspace_id = authenticate_rest_key(conn, rest_api_key).workspace_id
+                return tracking.apply_upsert(conn, workspace_id, single, now)
+
+        result = retry_collisions(one_statement)
     else:
-        with runtime.transaction() as conn:
+
+        def general(conn: Connection) -> tracking.TrackResponse:
             workspace_id = authenticate_rest_key(conn, rest_api_key).workspace_id
-            result = tracking.track(conn, workspace_id, body, now=now)
+            return tracking.track(conn, workspace_id, body, now=now)
+
+        result = runtime.in_transaction(general)
     return result.__pydantic_serializer__.to_json(result, exclude_none=True)
 
 

@@ -3,7 +3,8 @@
 
 Every endpoint authenticates with ``Authorization: Bearer <REST API key>``; the key selects the workspace and
 the request reads and writes that workspace only. Each request runs in one transaction: a rejected request
-(400) changes nothing. The rules live in :mod:`cohortflow.platform.users`.
+(400) changes nothing, and one that PostgreSQL aborts for a deadlock with a concurrent request runs again.
+The rules live in :mod:`cohortflow.platform.users`.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     ),
 )
 def track(body: tracking.TrackRequest, workspace_id: RestWorkspace, runtime: Runtime) -> tracking.TrackResponse:
-    with runtime.transaction() as conn:
-        return tracking.track(conn, workspace_id, body, now=runtime.clock())
+    now = runtime.clock()
+    return runtime.in_transaction(lambda conn: tracking.track(conn, workspace_id, body, now=now))
 
 
 @router.post(
@@ -64,8 +65,8 @@ def track(body: tracking.TrackRequest, workspace_id: RestWorkspace, runtime: Run
     ),
 )
 def identify(body: users.IdentifyRequest, workspace_id: RestWorkspace, runtime: Runtime) -> users.IdentifyResponse:
-    with runtime.transaction() as conn:
-        return users.identify(conn, workspace_id, body, now=runtime.clock())
+    now = runtime.clock()
+    return runtime.in_transaction(lambda conn: users.identify(conn, workspace_id, body, now=now))
 
 
 @router.post(
@@ -81,8 +82,8 @@ def identify(body: users.IdentifyRequest, workspace_id: RestWorkspace, runtime: 
     ),
 )
 def alias_new(body: users.NewAliasesRequest, workspace_id: RestWorkspace, runtime: Runtime) -> users.NewAliasesResponse:
-    with runtime.transaction() as conn:
-        return users.new_aliases(conn, workspace_id, body, now=runtime.clock())
+    now = runtime.clock()
+    return runtime.in_transaction(lambda conn: users.new_aliases(conn, workspace_id, body, now=now))
 
 
 @router.post(
@@ -97,8 +98,7 @@ def alias_new(body: users.NewAliasesRequest, workspace_id: RestWorkspace, runtim
     ),
 )
 def delete(body: users.DeleteRequest, workspace_id: RestWorkspace, runtime: Runtime) -> users.DeleteResponse:
-    with runtime.transaction() as conn:
-        return users.delete(conn, workspace_id, body)
+    return runtime.in_transaction(lambda conn: users.delete(conn, workspace_id, body))
 
 
 @router.post(
