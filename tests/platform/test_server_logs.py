@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from cohortflow.platform.runtime import PlatformRuntime
 from tests.support import ServerProcess, Tenant, start_server
 
 
@@ -39,3 +40,20 @@ def test_a_client_that_hangs_up_mid_body_is_one_calm_line(database_url: str, ten
     assert "unhandled" not in text and "Exception in ASGI application" not in text, text[:3000]
     assert text.count("client disconnected") >= 1, text
     assert tenant.rest_api_key not in text
+
+
+def test_serve_warns_the_operator_when_autovacuum_is_off(
+    runtime: PlatformRuntime, database_url: str, tmp_path: Path
+) -> None:
+    # Stale statistics make user lookups scan whole workspaces; the operator hears it when the server starts.
+    if runtime.engine.dialect.name == "postgresql":
+        with runtime.engine.connect() as conn:
+            off = conn.exec_driver_sql("SHOW autovacuum").scalar() == "off"
+    else:
+        off = False  # SQLite has no autovacuum to miss
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        server = start_server(database_url, workers=1, stderr=stderr)
+        server.stop()
+    said = "autovacuum is off" in log.read_text()
+    assert said == off

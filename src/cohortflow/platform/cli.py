@@ -44,6 +44,7 @@ from cohortflow.platform.keys_cli import (
 )
 from cohortflow.platform.messaging_cli import campaign_group, canvas_group, worker_group
 from cohortflow.platform.segments_cli import segment_group
+from cohortflow.platform.store.engine import autovacuum_warning
 from cohortflow.redact import redact_urls
 from cohortflow.settings import get_settings
 from cohortflow.web.accounts import generate_password
@@ -86,7 +87,12 @@ def _serve(host: str | None, port: int | None, workers: int, *, messaging_worker
     import uvicorn
 
     settings = get_settings().platform
-    open_runtime().close()  # migrate once before workers start
+    runtime = open_runtime()  # migrate once before workers start
+    try:
+        if warning := autovacuum_warning(runtime.engine):
+            click.echo(f"warning: {warning}", err=True)
+    finally:
+        runtime.close()
     # Uvicorn's worker processes build the app from the environment (cohortflow.platform.api.server).
     os.environ["COHORTFLOW_MESSAGING__WORKER_IN_PROCESS"] = "true" if messaging_worker else "false"
     get_settings.cache_clear()

@@ -217,6 +217,26 @@ def upgrade_with_alembic(engine: Engine) -> None:
 ANALYZE_AFTER_ROWS = 10_000
 
 
+def autovacuum_warning(engine: Engine) -> str | None:
+    """What to tell the operator when PostgreSQL's autovacuum is off, or None.
+
+    The platform counts on the planner's statistics being refreshed as tables grow (autovacuum's ANALYZE). Without
+    it a users table loaded after its last ANALYZE is believed to hold a handful of rows per workspace, and a
+    lookup of a request's users is planned as a scan of the whole workspace: ``/users/track``'s general path
+    then costs time in proportion to the workspace (80 ms a request at 75,000 users, BENCHMARKS.md).
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("SHOW autovacuum").scalar() != "off":
+            return None
+    return (
+        "PostgreSQL's autovacuum is off, so table statistics go stale as profiles arrive and user lookups slow "
+        "down as workspaces grow: turn it on (ALTER SYSTEM SET autovacuum = on; SELECT pg_reload_conf()) or run "
+        "ANALYZE after large loads"
+    )
+
+
 def refresh_statistics(engine: Engine, table: str, *, new_rows: int) -> None:
     """Give PostgreSQL's planner fresh statistics on ``table`` after a bulk write of ``new_rows`` rows.
 
