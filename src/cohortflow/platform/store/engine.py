@@ -223,7 +223,7 @@ def autovacuum_warning(engine: Engine) -> str | None:
     The platform counts on the planner's statistics being refreshed as tables grow (autovacuum's ANALYZE). Without
     it a users table loaded after its last ANALYZE is believed to hold a handful of rows per workspace, and a
     lookup of a request's users is planned as a scan of the whole workspace: ``/users/track``'s general path
-    then costs time in proportion to the workspace (80 ms a request at 75,000 users, BENCHMARKS.md).
+    then costs time in proportion to the workspace (8 ms a request at 75 users, 78 ms at 75,000; BENCHMARKS.md).
     """
     if engine.dialect.name != "postgresql":
         return None
