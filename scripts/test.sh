@@ -10,5 +10,5 @@ fi
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
-.venv/bin/mypy src
+.venv/bin/mypy src bench
 exec .venv/bin/pytest "$@"
