@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
 from cohortflow.fresh_schema import create_if_empty
 from cohortflow.platform.store.schema import metadata
@@ -63,6 +62,9 @@ def retry_collisions(work: Callable[[], T], attempts: int = COLLISION_ATTEMPTS) 
     except DBAPIError as exc:
         if not is_collision(exc) or attempts <= 1:
             raise
+    # Imported on the first collision only: every process that opens the database imports this module.
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
+
     retrying = Retrying(
         retry=retry_if_exception(is_collision),
         stop=stop_after_attempt(attempts - 1),
