@@ -13,7 +13,7 @@ from cohortflow.fresh_schema import head_revision
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.store.engine import MIGRATIONS_DIR, alembic_config, make_engine, migrate, upgrade_with_alembic
 from cohortflow.platform.store.schema import metadata
-from tests.support import sqlite_structure
+from tests.support import fresh_database, open_runtime, sqlite_structure
 
 # SQLite cannot reflect expression indexes (users by lower(email), migration 0010); PostgreSQL compares them, and
 # on SQLite the structure comparison below reads their CREATE INDEX statements.
@@ -26,19 +26,23 @@ def test_migrations_match_schema_module(runtime: PlatformRuntime) -> None:
     assert differences == []
 
 
-def test_migrations_give_postgres_tables_the_storage_parameters_of_the_schema_module(runtime: PlatformRuntime) -> None:
+def test_migrations_give_postgres_tables_the_storage_parameters_of_the_schema_module(tmp_path: Path) -> None:
     # compare_metadata does not look at WITH (fillfactor = ...), which decides whether updates are HOT.
-    if runtime.engine.dialect.name != "postgresql":
-        pytest.skip("storage parameters are PostgreSQL's")
     declared = {
         name: sorted(f"{k}={v}" for k, v in (table.dialect_options["postgresql"]["with"] or {}).items())
         for name, table in metadata.tables.items()
     }
-    with runtime.engine.connect() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT relname, coalesce(reloptions, '{}') FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s)",
-            (list(declared),),
-        ).all()
+    with fresh_database("postgres", tmp_path) as url:
+        runtime = open_runtime(url)  # every migration in turn
+        try:
+            with runtime.engine.connect() as conn:
+                rows = conn.exec_driver_sql(
+                    "SELECT relname, coalesce(reloptions, '{}') FROM pg_class "
+                    "WHERE relkind = 'r' AND relname = ANY(%s)",
+                    (list(declared),),
+                ).all()
+        finally:
+            runtime.close()
     assert {name: sorted(options) for name, options in rows} == declared
     assert declared["campaign_deliveries"] == ["fillfactor=50"]
 
