@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Scope
 from cohortflow.platform import sdk
 from cohortflow.platform.api.lane_io import JsonLane, route_json
 from cohortflow.platform.runtime import PlatformRuntime
-from cohortflow.platform.store.engine import WriterBusy
+from cohortflow.platform.store.engine import WriterBusy, retry_collisions
 from cohortflow.platform.workspaces import authenticate_app_key
 
 PATH = "/sdk/data"
@@ -32,10 +32,16 @@ PATH = "/sdk/data"
 
 def ingest_device_data(runtime: PlatformRuntime, body: sdk.SdkDataRequest, *, wait: bool = True) -> sdk.SdkDataResponse:
     """Authenticate the app key and ingest, in one transaction (the route and the lane both call this);
-    ``wait`` as in :meth:`PlatformRuntime.transaction`."""
-    with runtime.transaction(wait=wait) as conn:
-        workspace_id = authenticate_app_key(conn, body.api_key).workspace_id
-        return sdk.ingest(conn, workspace_id, body, now=runtime.clock())
+    ``wait`` as in :meth:`PlatformRuntime.transaction`. A transaction that PostgreSQL aborts for a deadlock with a
+    concurrent one (an identification merging into a user that a ``/users/track`` holds) runs again."""
+    now = runtime.clock()
+
+    def attempt() -> sdk.SdkDataResponse:
+        with runtime.transaction(wait=wait) as conn:
+            workspace_id = authenticate_app_key(conn, body.api_key).workspace_id
+            return sdk.ingest(conn, workspace_id, body, now=now)
+
+    return retry_collisions(attempt)
 
 
 def ingest_device_data_batch(
