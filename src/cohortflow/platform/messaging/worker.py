@@ -7,6 +7,7 @@ Canvas, so adding workers adds throughput and a dead worker's work is picked up 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -15,6 +16,7 @@ from sqlalchemy import Engine
 from cohortflow.clock import Clock, utcnow
 from cohortflow.platform.messaging.campaigns import due_sends, run_send
 from cohortflow.platform.messaging.canvas import active_canvases, advance_canvas
+from cohortflow.platform.store import statistics
 from cohortflow.settings import MessagingSettings
 
 log = structlog.get_logger(__name__)
@@ -71,11 +73,17 @@ def run_forever(
     stop: threading.Event | None = None,
     poll_seconds: float | None = None,
 ) -> None:
-    """Pass after pass until ``stop`` is set; an error in one pass is logged and the next pass retries."""
+    """Pass after pass until ``stop`` is set; an error in one pass is logged and the next pass retries. Once a
+    minute (the first pass included) a pass also refreshes stale statistics where autovacuum is off
+    (:mod:`cohortflow.platform.store.statistics`)."""
     stop = stop or threading.Event()
     interval = poll_seconds if poll_seconds is not None else settings.worker_poll_seconds
+    statistics_due = time.monotonic()
     while not stop.is_set():
         try:
+            if time.monotonic() >= statistics_due:
+                statistics_due = time.monotonic() + statistics.CHECK_EVERY_SECONDS
+                statistics.analyze_stale_tables(engine)
             run_once(engine, settings, clock=clock)
         except Exception as exc:  # a database blip must not kill the worker; the next pass retries
             log.exception("worker pass failed", error=type(exc).__name__)

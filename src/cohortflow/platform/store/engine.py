@@ -226,6 +226,8 @@ def autovacuum_warning(engine: Engine) -> str | None:
     it a users table loaded after its last ANALYZE is believed to hold a handful of rows per workspace, and a
     lookup of a request's users is planned as a scan of the whole workspace: ``/users/track``'s general path
     then costs time in proportion to the workspace (8 ms a request at 75 users, 78 ms at 75,000; BENCHMARKS.md).
+    The messaging worker makes up for the analyzing of those tables (:mod:`cohortflow.platform.store.statistics`),
+    not for the vacuuming.
     """
     if engine.dialect.name != "postgresql":
         return None
@@ -233,9 +235,9 @@ def autovacuum_warning(engine: Engine) -> str | None:
         if conn.exec_driver_sql("SHOW autovacuum").scalar() != "off":
             return None
     return (
-        "PostgreSQL's autovacuum is off, so table statistics go stale as profiles arrive and user lookups slow "
-        "down as workspaces grow: turn it on (ALTER SYSTEM SET autovacuum = on; SELECT pg_reload_conf()) or run "
-        "ANALYZE after large loads"
+        "PostgreSQL's autovacuum is off: the messaging worker analyzes the user tables once a minute as they grow, "
+        "but nothing vacuums them and other tables' statistics go stale; turn it on (ALTER SYSTEM SET autovacuum "
+        "= on; SELECT pg_reload_conf())"
     )
 
 
