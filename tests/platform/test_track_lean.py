@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
-from cohortflow.platform.tracking import AttributesObject, LeanAttributes, TrackRequest, lean_attributes
+from cohortflow.platform.track_request import AttributesObject, LeanAttributes, TrackRequest, lean_attributes
 from cohortflow.platform.user_requests import check_storable
 
 _KEYS = [

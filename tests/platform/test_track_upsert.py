@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from cohortflow.platform import tracking, user_upsert
+from cohortflow.platform import track_request, tracking, user_upsert
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.store.schema import users
@@ -80,12 +80,12 @@ def _apply(runtime: PlatformRuntime, body: dict[str, Any], *, set_based: bool) -
     """A fresh workspace with the seed users, then ``body``: the response (or the error) and the stored users."""
     with runtime.transaction() as conn:
         workspace_id = create_workspace(conn, "upsert").id
-        seed = tracking.TrackRequest.model_validate({"attributes": _SEED})
+        seed = track_request.TrackRequest.model_validate({"attributes": _SEED})
         tracking.track(conn, workspace_id, seed, now=NOW, set_based=False)
     outcome: Any
     try:
         with runtime.transaction() as conn:
-            request = tracking.TrackRequest.model_validate(body)
+            request = track_request.TrackRequest.model_validate(body)
             outcome = tracking.track(conn, workspace_id, request, now=LATER, set_based=set_based).model_dump()
     except InvalidRequest as exc:
         outcome = ("InvalidRequest", exc.message)
@@ -108,17 +108,17 @@ def _apply(runtime: PlatformRuntime, body: dict[str, Any], *, set_based: bool) -
 def test_the_upsert_stores_what_the_general_path_stores(pg_runtime: PlatformRuntime, objects: list[Any]) -> None:
     body = {"attributes": objects}
     try:
-        tracking.TrackRequest.model_validate(body)
+        track_request.TrackRequest.model_validate(body)
     except ValidationError:
         return
-    request = tracking.TrackRequest.model_validate(body)
+    request = track_request.TrackRequest.model_validate(body)
     event("upsert" if user_upsert._fold(request.attributes or []) is not None else "general path")
     assert _apply(pg_runtime, body, set_based=True) == _apply(pg_runtime, body, set_based=False)
 
 
 def test_the_common_body_takes_the_upsert(pg_runtime: PlatformRuntime) -> None:
     objects = [{"external_id": e, "email": f"{e}@example.com", "country": "fr", "ltv": 3} for e in _EXTERNAL_IDS]
-    request = tracking.TrackRequest.model_validate({"attributes": objects})
+    request = track_request.TrackRequest.model_validate({"attributes": objects})
     assert user_upsert._fold(request.attributes or []) is not None
     assert _apply(pg_runtime, {"attributes": objects}, set_based=True) == _apply(
         pg_runtime, {"attributes": objects}, set_based=False

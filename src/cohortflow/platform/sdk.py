@@ -34,7 +34,8 @@ from cohortflow.platform import identity
 from cohortflow.platform.errors import InvalidRequest
 from cohortflow.platform.profile_attributes import ProfileAttributes, ProfileChanges
 from cohortflow.platform.store.schema import user_events
-from cohortflow.platform.tracking import EventFields, apply_profile_changes, event_row, new_profile_values
+from cohortflow.platform.track_request import EventFields
+from cohortflow.platform.tracking import apply_profile_changes, event_row, new_profile_values
 from cohortflow.platform.user_requests import MAX_TRACK_OBJECTS, DeviceId, ExternalId, RequestBody, validation_error
 
 MAX_SDK_EVENTS = MAX_TRACK_OBJECTS

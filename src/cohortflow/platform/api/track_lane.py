@@ -4,7 +4,7 @@ A warehouse sync or a customer's import sends ``/users/track`` with 75 objects a
 second. Through FastAPI each request also paid the router, the dependency solver, response validation, a
 thread-pool hop per dependency and a transaction of its own for the REST API key (BENCHMARKS.md). This lane
 serves a request that has a ``Bearer`` key and a body that decodes and validates with the route's own model
-(:class:`~cohortflow.platform.tracking.TrackRequest`): the key is checked on the request's own connection, just
+(:class:`~cohortflow.platform.track_request.TrackRequest`): the key is checked on the request's own connection, just
 before its writes, and the domain applies it as the route's :func:`~cohortflow.platform.tracking.track` does.
 Anything else goes on to the route in :mod:`cohortflow.platform.api.routes.users`.
 """
@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Scope
 
-from cohortflow.platform import tracking
+from cohortflow.platform import track_request, tracking
 from cohortflow.platform.api.lane_io import JsonLane, route_json
 from cohortflow.platform.runtime import PlatformRuntime
 from cohortflow.platform.store.engine import retry_collisions
@@ -27,7 +27,7 @@ from cohortflow.platform.workspaces import authenticate_rest_key
 PATH = "/users/track"
 
 
-def track_with_rest_key(runtime: PlatformRuntime, rest_api_key: str, body: tracking.TrackRequest) -> bytes:
+def track_with_rest_key(runtime: PlatformRuntime, rest_api_key: str, body: track_request.TrackRequest) -> bytes:
     """Authenticate the key and apply the request; the route's response body (201).
 
     The key is looked up by every request, just before its writes: a revoked key is refused at once (nothing is
@@ -40,7 +40,7 @@ def track_with_rest_key(runtime: PlatformRuntime, rest_api_key: str, body: track
     if upsert is not None and upsert.single_statement:
         single = upsert
 
-        def one_statement() -> tracking.TrackResponse:
+        def one_statement() -> track_request.TrackResponse:
             with runtime.engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
                 workspace_id = authenticate_rest_key(conn, rest_api_key).workspace_id
@@ -49,7 +49,7 @@ def track_with_rest_key(runtime: PlatformRuntime, rest_api_key: str, body: track
         result = retry_collisions(one_statement)
     else:
 
-        def general(conn: Connection) -> tracking.TrackResponse:
+        def general(conn: Connection) -> track_request.TrackResponse:
             workspace_id = authenticate_rest_key(conn, rest_api_key).workspace_id
             return tracking.track(conn, workspace_id, body, now=now)
 
@@ -57,7 +57,7 @@ def track_with_rest_key(runtime: PlatformRuntime, rest_api_key: str, body: track
     return result.__pydantic_serializer__.to_json(result, exclude_none=True)
 
 
-class UsersTrackLane(JsonLane[tuple[str, tracking.TrackRequest]]):
+class UsersTrackLane(JsonLane[tuple[str, track_request.TrackRequest]]):
     """Valid ``POST /users/track`` requests with a REST API key, served without the framework's per-request work."""
 
     path = PATH
@@ -68,16 +68,16 @@ class UsersTrackLane(JsonLane[tuple[str, tracking.TrackRequest]]):
         super().__init__(app, handlers, max_bytes)
         self.runtime = runtime
 
-    def parse(self, raw: bytes, scope: Scope) -> tuple[str, tracking.TrackRequest] | None:
+    def parse(self, raw: bytes, scope: Scope) -> tuple[str, track_request.TrackRequest] | None:
         key = bearer_token(scope)
         if key is None:
             return None  # the route answers a missing key
         try:
-            return key, tracking.TrackRequest.model_validate(route_json(raw))
+            return key, track_request.TrackRequest.model_validate(route_json(raw))
         except Exception:
             return None  # the route decodes and validates again, and answers it
 
-    async def serve(self, request: tuple[str, tracking.TrackRequest]) -> bytes:
+    async def serve(self, request: tuple[str, track_request.TrackRequest]) -> bytes:
         return await run_in_threadpool(track_with_rest_key, self.runtime, *request)
 
 

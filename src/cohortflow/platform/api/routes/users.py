@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from cohortflow.platform import tracking, user_export, users
+from cohortflow.platform import track_request, tracking, user_export, users
 from cohortflow.platform.api.deps import RestWorkspace, Runtime
 from cohortflow.platform.api.errors import MessageResponse
 
@@ -32,7 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/track",
     status_code=201,
-    response_model=tracking.TrackResponse,
+    response_model=track_request.TrackResponse,
     response_model_exclude_none=True,
     responses=_ERRORS,
     summary="Record attributes, events and purchases",
@@ -45,7 +45,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "user that may not be created are skipped and listed in `errors`."
     ),
 )
-def track(body: tracking.TrackRequest, workspace_id: RestWorkspace, runtime: Runtime) -> tracking.TrackResponse:
+def track(
+    body: track_request.TrackRequest, workspace_id: RestWorkspace, runtime: Runtime
+) -> track_request.TrackResponse:
     now = runtime.clock()
     return runtime.in_transaction(lambda conn: tracking.track(conn, workspace_id, body, now=now))
 
