@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple, Self, cast
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -171,27 +172,26 @@ def _validate_properties(value: dict[str, Any] | None) -> dict[str, Any]:
 EventName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
+def _checked_time(value: str) -> str:
+    parse_time(value)
+    return value
+
+
+#: A time in one of Braze's formats: checked here, kept as given (it is parsed again when applied).
+BrazeTime = Annotated[str, AfterValidator(_checked_time)]
+#: Event and purchase properties, checked; null becomes no properties.
+Properties = Annotated[dict[str, Any] | None, AfterValidator(_validate_properties)]
+
+
 class EventFields(BaseModel):
     """A custom event without its user (the SDK endpoint's event; ``time`` defaults to now)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: EventName
-    time: str | None = Field(default=None, description="ISO-8601; defaults to the time of the request.")
-    properties: dict[str, Any] | None = None
+    time: BrazeTime | None = Field(default=None, description="ISO-8601; defaults to the time of the request.")
+    properties: Properties = None
     app_id: str | None = None
-
-    @field_validator("time")
-    @classmethod
-    def _time(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_time(value)
-        return value
-
-    @field_validator("properties")
-    @classmethod
-    def _properties(cls, value: dict[str, Any] | None) -> dict[str, Any]:
-        return _validate_properties(value)
 
     def at(self, now: datetime) -> datetime:
         # Braze: events with a time in the future are recorded at the current time.
@@ -204,19 +204,8 @@ class EventObject(Identified):
     model_config = ConfigDict(extra="forbid")
 
     name: EventName
-    time: str = Field(description="ISO-8601 time of the event (a future time is recorded as now).")
-    properties: dict[str, Any] | None = None
-
-    @field_validator("time")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        parse_time(value)
-        return value
-
-    @field_validator("properties")
-    @classmethod
-    def _properties(cls, value: dict[str, Any] | None) -> dict[str, Any]:
-        return _validate_properties(value)
+    time: BrazeTime = Field(description="ISO-8601 time of the event (a future time is recorded as now).")
+    properties: Properties = None
 
 
 class PurchaseObject(Identified):
@@ -228,19 +217,8 @@ class PurchaseObject(Identified):
     currency: str = Field(description="ISO-4217 alphabetic currency code, e.g. USD.")
     price: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
     quantity: Annotated[int, Field(strict=True, ge=1, le=100)] = 1
-    time: str = Field(description="ISO-8601 time of the purchase.")
-    properties: dict[str, Any] | None = None
-
-    @field_validator("time")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        parse_time(value)
-        return value
-
-    @field_validator("properties")
-    @classmethod
-    def _properties(cls, value: dict[str, Any] | None) -> dict[str, Any]:
-        return _validate_properties(value)
+    time: BrazeTime = Field(description="ISO-8601 time of the purchase.")
+    properties: Properties = None
 
     @field_validator("currency")
     @classmethod
