@@ -44,7 +44,7 @@ from cohortflow.platform.keys_cli import (
 )
 from cohortflow.platform.messaging_cli import campaign_group, canvas_group, worker_group
 from cohortflow.platform.segments_cli import segment_group
-from cohortflow.platform.store.engine import autovacuum_warning
+from cohortflow.platform.store.statistics import autovacuum_warning
 from cohortflow.redact import redact_urls
 from cohortflow.settings import get_settings
 from cohortflow.web.accounts import generate_password

@@ -219,28 +219,6 @@ def upgrade_with_alembic(engine: Engine) -> None:
 ANALYZE_AFTER_ROWS = 10_000
 
 
-def autovacuum_warning(engine: Engine) -> str | None:
-    """What to tell the operator when PostgreSQL's autovacuum is off, or None.
-
-    The platform counts on the planner's statistics being refreshed as tables grow (autovacuum's ANALYZE). Without
-    it a users table loaded after its last ANALYZE is believed to hold a handful of rows per workspace, and a
-    lookup of a request's users is planned as a scan of the whole workspace: ``/users/track``'s general path
-    then costs time in proportion to the workspace (8 ms a request at 75 users, 78 ms at 75,000; BENCHMARKS.md).
-    The messaging worker makes up for the analyzing of those tables (:mod:`cohortflow.platform.store.statistics`),
-    not for the vacuuming.
-    """
-    if engine.dialect.name != "postgresql":
-        return None
-    with engine.connect() as conn:
-        if conn.exec_driver_sql("SHOW autovacuum").scalar() != "off":
-            return None
-    return (
-        "PostgreSQL's autovacuum is off: the messaging worker analyzes the user tables once a minute as they grow, "
-        "but nothing vacuums them and other tables' statistics go stale; turn it on (ALTER SYSTEM SET autovacuum "
-        "= on; SELECT pg_reload_conf())"
-    )
-
-
 def refresh_statistics(engine: Engine, table: str, *, new_rows: int) -> None:
     """Give PostgreSQL's planner fresh statistics on ``table`` after a bulk write of ``new_rows`` rows.
 

@@ -12,7 +12,7 @@ last ``ANALYZE`` is analyzed. With autovacuum on it does nothing.
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 log = structlog.get_logger(__name__)
 
@@ -36,13 +36,32 @@ ORDER BY s.relname
 """
 
 
+def _autovacuum_off(conn: Connection) -> bool:
+    return conn.exec_driver_sql("SHOW autovacuum").scalar() == "off"
+
+
+def autovacuum_warning(engine: Engine) -> str | None:
+    """What to tell the operator when PostgreSQL's autovacuum is off, or None: :func:`analyze_stale_tables` makes
+    up for its analyzing of the user tables, not for its vacuuming."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        if not _autovacuum_off(conn):
+            return None
+    return (
+        "PostgreSQL's autovacuum is off: the messaging worker analyzes the user tables once a minute as they grow, "
+        "but nothing vacuums them and other tables' statistics go stale; turn it on (ALTER SYSTEM SET autovacuum "
+        "= on; SELECT pg_reload_conf())"
+    )
+
+
 def analyze_stale_tables(engine: Engine, tables: tuple[str, ...] = LOOKUP_TABLES) -> list[str]:
     """``ANALYZE`` each of ``tables`` that changed past autovacuum's threshold, when autovacuum is off
     (PostgreSQL only); the tables analyzed."""
     if engine.dialect.name != "postgresql":
         return []
     with engine.begin() as conn:
-        if conn.exec_driver_sql("SHOW autovacuum").scalar() != "off":
+        if not _autovacuum_off(conn):
             return []
         if not conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK,)).scalar():
             return []  # another worker is at it
